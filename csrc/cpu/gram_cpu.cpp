@@ -1,0 +1,85 @@
+// CPU kernels of gram_update and lowrank_gram_update.
+//
+// The diagonal kernel reads x in place with its own strides and sums squares in
+// float64 per column chunk; the full and low-rank paths go through BLAS one block of
+// rows at a time (gram_blocked.cpp), so no temporary grows with the number of rows.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "../gram_blocked.h"
+#include "../rows.h"
+
+namespace lorm {
+namespace {
+
+constexpr int64_t kColumnGrain = 256;
+
+// out[j] += sum_i s[i, j]^2 for a 2-D strided view s (n, d).
+template <typename scalar_t, typename acc_t>
+void add_square_sums_typed(const at::Tensor& s, acc_t* out) {
+  const int64_t n = s.size(0), d = s.size(1);
+  const int64_t rs = s.stride(0), cs = s.stride(1);
+  const scalar_t* base = s.const_data_ptr<scalar_t>();
+  at::parallel_for(0, d, kColumnGrain, [&](int64_t j0, int64_t j1) {
+    std::vector<double> sums(j1 - j0, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const scalar_t* row = base + i * rs;
+      if (cs == 1) {
+        for (int64_t j = j0; j < j1; ++j) {
+          const double v = static_cast<double>(static_cast<float>(row[j]));
+          sums[j - j0] += v * v;
+        }
+      } else {
+        for (int64_t j = j0; j < j1; ++j) {
+          const double v = static_cast<double>(static_cast<float>(row[j * cs]));
+          sums[j - j0] += v * v;
+        }
+      }
+    }
+    for (int64_t j = j0; j < j1; ++j) out[j] += static_cast<acc_t>(sums[j - j0]);
+  });
+}
+
+void add_square_sums(const at::Tensor& s, const at::Tensor& acc) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "square_sums", [&] {
+    using x_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "square_sums_acc", [&] {
+      add_square_sums_typed<x_t, scalar_t>(s, acc.data_ptr<scalar_t>());
+    });
+  });
+}
+
+void gram_update_cpu(const at::Tensor& acc, const at::Tensor& x) {
+  check_gram_update(acc, x);
+  TORCH_CHECK(acc.is_cpu(), "gram_update: CPU kernel got acc on ", acc.device());
+  if (x.numel() == 0) return;
+  for_each_row_slice(x, [&](const at::Tensor& s) {
+    if (acc.dim() == 1) {
+      add_square_sums(s, acc);
+    } else {
+      add_full_gram_blocked(s, acc);
+    }
+  });
+}
+
+void lowrank_gram_update_cpu(const at::Tensor& acc, const at::Tensor& x, const at::Tensor& a,
+                             const std::optional<at::Tensor>& diag_acc) {
+  check_lowrank_gram_update(acc, x, a, diag_acc);
+  TORCH_CHECK(acc.is_cpu(), "lowrank_gram_update: CPU kernel got acc on ", acc.device());
+  if (x.numel() == 0) return;
+  const at::Tensor a_acc = a.to(acc.scalar_type()).contiguous();
+  for_each_row_slice(x, [&](const at::Tensor& s) {
+    add_lowrank_gram_blocked(s, a_acc, acc, diag_acc, &add_square_sums);
+  });
+}
+
+}  // namespace
+}  // namespace lorm
+
+TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) {
+  m.impl("gram_update", &lorm::gram_update_cpu);
+  m.impl("lowrank_gram_update", &lorm::lowrank_gram_update_cpu);
+}

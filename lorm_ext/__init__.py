@@ -1,0 +1,26 @@
+"""lorm_ext: compiled kernels for LoRM's sufficient statistics and solves.
+
+Ops (also reachable as ``torch.ops.lorm_ext.*``):
+
+- :func:`gram_update` -- streaming full ``(d, d)`` or diagonal ``(d,)`` Gram.
+- :func:`lowrank_gram_update` -- Gram of projected rows ``(r, r)`` plus the diagonal.
+- :func:`spd_solve` -- ``X @ q = p`` for symmetric PSD ``q``, with pinv semantics.
+
+:func:`backend` says which implementation runs; :mod:`lorm_ext.reference` holds the
+pure-torch oracle of every op.
+"""
+
+from . import reference
+from ._loader import backend, load_message
+from .errors import LormInputError
+from .ops import gram_update, lowrank_gram_update, spd_solve
+
+__all__ = [
+    "LormInputError",
+    "backend",
+    "gram_update",
+    "load_message",
+    "lowrank_gram_update",
+    "reference",
+    "spd_solve",
+]

@@ -1,0 +1,100 @@
+"""Argument validation of the public ops. Everything here runs before any tensor is
+written, so a rejected call leaves every accumulator exactly as it was."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import LormInputError
+
+INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+ACC_DTYPES = (torch.float32, torch.float64)
+
+
+def _fail(op: str, message: str):
+    raise LormInputError(f"{op}: {message}")
+
+
+def _tensor(op: str, name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        _fail(op, f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _dtype(op: str, name: str, t: torch.Tensor, allowed) -> None:
+    if t.dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        _fail(op, f"{name} must be one of {names}, got {str(t.dtype).replace('torch.', '')}")
+
+
+def _same_device(op: str, named: dict[str, torch.Tensor]) -> None:
+    devices = {name: t.device for name, t in named.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        _fail(op, f"tensors are on different devices: {listed}")
+
+
+def _accumulator(op: str, name: str, acc: torch.Tensor, shapes: list[tuple[int, ...]]) -> None:
+    _dtype(op, name, acc, ACC_DTYPES)
+    if tuple(acc.shape) not in shapes:
+        expected = " or ".join(str(s) for s in shapes)
+        _fail(op, f"{name} must have shape {expected}, got {tuple(acc.shape)}")
+    if not acc.is_contiguous():
+        _fail(op, f"{name} must be contiguous")
+    if acc.requires_grad:
+        _fail(op, f"{name} requires grad; accumulators are plain statistics buffers")
+
+
+def _rows(op: str, x: torch.Tensor) -> int:
+    _tensor(op, "x", x)
+    if x.dim() < 1:
+        _fail(op, "x must be (..., d), got a 0-d tensor")
+    _dtype(op, "x", x, INPUT_DTYPES)
+    return x.shape[-1]
+
+
+def check_gram_update(acc, x) -> None:
+    op = "gram_update"
+    _tensor(op, "acc", acc)
+    d = _rows(op, x)
+    _accumulator(op, "acc", acc, [(d, d), (d,)])
+    _same_device(op, {"acc": acc, "x": x})
+
+
+def check_lowrank_gram_update(acc, x, a, diag_acc) -> None:
+    op = "lowrank_gram_update"
+    _tensor(op, "acc", acc)
+    _tensor(op, "a", a)
+    d = _rows(op, x)
+    if a.dim() != 2 or a.shape[1] != d:
+        _fail(op, f"a must be (r, d) with d = x.shape[-1] = {d}, got {tuple(a.shape)}")
+    _dtype(op, "a", a, INPUT_DTYPES)
+    r = a.shape[0]
+    if r > d:
+        _fail(op, f"rank r = {r} exceeds d = {d}: a must be (r, d) with r <= d")
+    _accumulator(op, "acc", acc, [(r, r)])
+    named = {"acc": acc, "x": x, "a": a}
+    if diag_acc is not None:
+        _tensor(op, "diag_acc", diag_acc)
+        _accumulator(op, "diag_acc", diag_acc, [(d,)])
+        named["diag_acc"] = diag_acc
+    _same_device(op, named)
+    if not torch.isfinite(a).all():
+        _fail(op, "a contains NaN or Inf")
+
+
+def check_spd_solve(q, p) -> None:
+    op = "spd_solve"
+    _tensor(op, "q", q)
+    _tensor(op, "p", p)
+    _dtype(op, "q", q, INPUT_DTYPES)
+    _dtype(op, "p", p, INPUT_DTYPES)
+    _same_device(op, {"q": q, "p": p})
+    if p.dim() < 2:
+        _fail(op, f"p must be (..., m, d), got {tuple(p.shape)}")
+    batch, d = tuple(p.shape[:-2]), p.shape[-1]
+    if tuple(q.shape) not in (batch + (d, d), batch + (d,)):
+        _fail(op, f"q must be {batch + (d, d)} or diagonal {batch + (d,)} to match "
+                  f"p {tuple(p.shape)}, got {tuple(q.shape)}")
+    for name, t in (("q", q), ("p", p)):
+        if not torch.isfinite(t).all():
+            _fail(op, f"{name} contains NaN or Inf")

@@ -1,0 +1,18 @@
+"""Fake (meta) kernels: shapes and dtypes of every op for torch.compile and FakeTensor."""
+
+import torch
+
+
+@torch.library.register_fake("lorm_ext::gram_update")
+def _gram_update_fake(acc, x):
+    torch._check(acc.shape[-1] == x.shape[-1], lambda: "acc and x disagree on d")
+
+
+@torch.library.register_fake("lorm_ext::lowrank_gram_update")
+def _lowrank_gram_update_fake(acc, x, a, diag_acc):
+    torch._check(a.shape[-1] == x.shape[-1], lambda: "a and x disagree on d")
+
+
+@torch.library.register_fake("lorm_ext::spd_solve")
+def _spd_solve_fake(q, p):
+    return p.new_empty(p.shape, dtype=torch.promote_types(q.dtype, p.dtype))

@@ -1,0 +1,89 @@
+"""Public ops: validation, the non-finite guard, and dispatch to the compiled kernels
+(or to :mod:`lorm_ext.reference` when the extension is not built)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _checks, reference
+from ._loader import warn_if_reference
+from .errors import LormInputError
+
+
+def _commit(op: str, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Adds each update into its accumulator, unless any update is non-finite."""
+    if not all(bool(torch.isfinite(update).all()) for _, update in pairs):
+        raise LormInputError(f"{op}: x contains NaN or Inf (or its Gram overflowed the "
+                             "accumulator's dtype); the accumulators were left unchanged")
+    for acc, update in pairs:
+        acc.add_(update)
+
+
+def gram_update(acc: torch.Tensor, x: torch.Tensor, *, check_finite: bool = True) -> None:
+    """Adds the Gram of the rows of ``x`` to ``acc`` in place.
+
+    Args:
+        acc: ``(d, d)`` for the full Gram ``x.T @ x`` or ``(d,)`` for its diagonal
+            ``(x * x).sum(rows)``; float32 or float64, contiguous.
+        x: ``(..., d)`` float32/float16/bfloat16/float64, any strides; every leading
+            index is a row. An empty ``x`` is a no-op.
+        check_finite: accumulate into a scratch buffer first and refuse a non-finite
+            result, so NaN/Inf in ``x`` raise and leave ``acc`` untouched (costs one
+            buffer the size of ``acc``). ``False`` adds straight into ``acc``.
+    """
+    _checks.check_gram_update(acc, x)
+    impl = reference.gram_update if warn_if_reference() else torch.ops.lorm_ext.gram_update
+    if not check_finite:
+        impl(acc, x)
+        return
+    update = torch.zeros_like(acc)
+    impl(update, x)
+    _commit("gram_update", [(acc, update)])
+
+
+def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
+                        diag_acc: torch.Tensor | None = None, *,
+                        check_finite: bool = True) -> None:
+    """Adds the Gram of the projected rows ``z = x @ a.T`` to ``acc`` in one pass.
+
+    Never forms a ``(d, d)`` matrix: this is the B-step statistic of LoRM.
+
+    Args:
+        acc: ``(r, r)`` float32/float64, receives ``z.T @ z``.
+        x: ``(..., d)`` rows, as in :func:`gram_update`.
+        a: ``(r, d)`` projection with ``r <= d``, any float dtype (finite).
+        diag_acc: optional ``(d,)`` float32/float64, receives ``(x * x).sum(rows)``.
+        check_finite: as in :func:`gram_update`, for both accumulators.
+    """
+    _checks.check_lowrank_gram_update(acc, x, a, diag_acc)
+    impl = (reference.lowrank_gram_update if warn_if_reference()
+            else torch.ops.lorm_ext.lowrank_gram_update)
+    if not check_finite:
+        impl(acc, x, a, diag_acc)
+        return
+    update = torch.zeros_like(acc)
+    diag_update = None if diag_acc is None else torch.zeros_like(diag_acc)
+    impl(update, x, a, diag_update)
+    pairs = [(acc, update)] + ([] if diag_acc is None else [(diag_acc, diag_update)])
+    _commit("lowrank_gram_update", pairs)
+
+
+def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Solves ``X @ q = p`` for symmetric positive semi-definite ``q``.
+
+    Equal to ``p @ torch.linalg.pinv(q, hermitian=True)`` in float64: Cholesky when
+    ``q`` is numerically positive definite, an eigendecomposition pseudo-inverse with
+    pinv's cut-off otherwise.
+
+    Args:
+        q: ``(..., d, d)`` symmetric PSD, or ``(..., d)`` meaning ``diag(q)`` (then the
+            solve is element-wise and ``1/0`` counts as 0, like pinv).
+        p: ``(..., m, d)`` with the same leading (batch) dims as ``q``.
+
+    Returns:
+        ``X`` ``(..., m, d)`` in the promoted dtype of ``q`` and ``p`` (computed in float64).
+    """
+    _checks.check_spd_solve(q, p)
+    if warn_if_reference():
+        return reference.spd_solve(q, p)
+    return torch.ops.lorm_ext.spd_solve(q, p)

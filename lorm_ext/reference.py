@@ -1,0 +1,41 @@
+"""Pure-torch versions of every lorm_ext op: the oracle the tests compare against.
+
+Written for clarity, not speed: everything is computed in float64 from the
+definitions in docs/ops.md. These functions do not validate their arguments; use
+the ops in :mod:`lorm_ext` for that.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _rows64(x: torch.Tensor) -> torch.Tensor:
+    """``x (..., d)`` as float64 rows ``(n, d)``."""
+    return x.reshape(-1, x.shape[-1]).to(torch.float64)
+
+
+def gram_update(acc: torch.Tensor, x: torch.Tensor) -> None:
+    """``acc (d, d) += x.T @ x`` or ``acc (d,) += (x * x).sum(rows)``."""
+    rows = _rows64(x)
+    update = rows.T @ rows if acc.dim() == 2 else (rows * rows).sum(0)
+    acc += update.to(acc.dtype)
+
+
+def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
+                        diag_acc: torch.Tensor | None = None) -> None:
+    """``acc (r, r) += z.T @ z`` with ``z = x @ a.T``; ``diag_acc (d,) += (x * x).sum(rows)``."""
+    rows = _rows64(x)
+    z = rows @ a.to(torch.float64).T
+    acc += (z.T @ z).to(acc.dtype)
+    if diag_acc is not None:
+        diag_acc += (rows * rows).sum(0).to(diag_acc.dtype)
+
+
+def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``p @ pinv(q)`` in float64; ``q (..., d)`` means ``diag(q)``."""
+    out_dtype = torch.promote_types(q.dtype, p.dtype)
+    q64 = q.to(torch.float64)
+    if q.dim() == p.dim() - 1:
+        q64 = torch.diag_embed(q64)
+    return (p.to(torch.float64) @ torch.linalg.pinv(q64, hermitian=True)).to(out_dtype)
