@@ -108,8 +108,8 @@ def extension():
     with_cuda = want_cuda()
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = ["csrc/ops.cpp", "csrc/solve.cpp", "csrc/gram_blocked.cpp",
-               *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    sources = ["csrc/python_module.cpp", "csrc/ops.cpp", "csrc/solve.cpp",
+               "csrc/gram_blocked.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     cxx_flags = ["-O3"]
     write_build_info(with_cuda)
     if not with_cuda:

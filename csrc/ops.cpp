@@ -1,20 +1,8 @@
-// Operator schemas of lorm_ext and the Python module entry point.
+// Operator schemas of lorm_ext.
 //
-// Kernels register themselves per device (cpu/*.cpp, cuda/*.cu) with
+// Kernels register themselves per device (cpu/*.cpp, cuda/*) with
 // TORCH_LIBRARY_IMPL; fake (meta) kernels live in lorm_ext/_fake.py.
-#include <Python.h>
 #include <torch/library.h>
-
-extern "C" {
-// `import lorm_ext._C` only has to load this shared object, which runs the
-// static registrations below; the module itself exposes nothing.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "lorm_ext compiled kernels (see torch.ops.lorm_ext)", -1,
-      nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 namespace {
 bool built_with_cuda() {

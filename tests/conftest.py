@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=int(os.environ.get("LORM_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+    "ci", max_examples=int(os.environ.get("LORM_HYPOTHESIS_EXAMPLES", "150")), deadline=None,
     suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 settings.load_profile("ci")
 
