@@ -33,7 +33,7 @@ void for_each_row_slice(const at::Tensor& x, const Fn& fn) {
 
 // Number of rows of a block such that one block of `d` columns holds about
 // `target_bytes` of `elem_bytes`-sized values (at least one row).
-inline int64_t rows_per_block(int64_t d, int64_t elem_bytes, int64_t target_bytes = 1 << 22) {
+inline int64_t rows_per_block(int64_t d, int64_t elem_bytes, int64_t target_bytes = 1 << 24) {
   return std::max<int64_t>(1, target_bytes / std::max<int64_t>(1, d * elem_bytes));
 }
 

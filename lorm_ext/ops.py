@@ -10,13 +10,10 @@ from ._loader import warn_if_reference
 from .errors import LormInputError
 
 
-def _commit(op: str, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Adds each update into its accumulator, unless any update is non-finite."""
-    if not all(bool(torch.isfinite(update).all()) for _, update in pairs):
+def _raise_if_non_finite(op: str, *updates: torch.Tensor) -> None:
+    if not all(bool(torch.isfinite(update).all()) for update in updates):
         raise LormInputError(f"{op}: x contains NaN or Inf (or its Gram overflowed the "
                              "accumulator's dtype); the accumulators were left unchanged")
-    for acc, update in pairs:
-        acc.add_(update)
 
 
 def gram_update(acc: torch.Tensor, x: torch.Tensor, *, check_finite: bool = True) -> None:
@@ -27,18 +24,25 @@ def gram_update(acc: torch.Tensor, x: torch.Tensor, *, check_finite: bool = True
             ``(x * x).sum(rows)``; float32 or float64, contiguous.
         x: ``(..., d)`` float32/float16/bfloat16/float64, any strides; every leading
             index is a row. An empty ``x`` is a no-op.
-        check_finite: accumulate into a scratch buffer first and refuse a non-finite
-            result, so NaN/Inf in ``x`` raise and leave ``acc`` untouched (costs one
-            buffer the size of ``acc``). ``False`` adds straight into ``acc``.
+        check_finite: compute the diagonal into a scratch ``(d,)`` first and refuse a
+            non-finite one, so NaN/Inf in ``x`` raise and leave ``acc`` untouched. For a
+            diagonal ``acc`` that is the update itself; for a full ``acc`` it is one extra
+            O(n d) read of ``x``. ``False`` adds straight into ``acc``.
     """
     _checks.check_gram_update(acc, x)
     impl = reference.gram_update if warn_if_reference() else torch.ops.lorm_ext.gram_update
     if not check_finite:
         impl(acc, x)
         return
-    update = torch.zeros_like(acc)
-    impl(update, x)
-    _commit("gram_update", [(acc, update)])
+    # The diagonal sees every value of x and bounds every entry of the full Gram
+    # (|G_jk| <= sqrt(G_jj G_kk)), so it alone decides whether x is usable.
+    diagonal = torch.zeros(x.shape[-1], dtype=acc.dtype, device=acc.device)
+    impl(diagonal, x)
+    _raise_if_non_finite("gram_update", diagonal)
+    if acc.dim() == 1:
+        acc.add_(diagonal)
+    else:
+        impl(acc, x)
 
 
 def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
@@ -53,7 +57,9 @@ def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
         x: ``(..., d)`` rows, as in :func:`gram_update`.
         a: ``(r, d)`` projection with ``r <= d``, any float dtype (finite).
         diag_acc: optional ``(d,)`` float32/float64, receives ``(x * x).sum(rows)``.
-        check_finite: as in :func:`gram_update`, for both accumulators.
+        check_finite: accumulate into ``(r, r)`` and ``(d,)`` scratch buffers first and
+            refuse non-finite results (no second read of ``x``); ``False`` adds straight
+            into the accumulators.
     """
     _checks.check_lowrank_gram_update(acc, x, a, diag_acc)
     impl = (reference.lowrank_gram_update if warn_if_reference()
@@ -64,8 +70,11 @@ def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
     update = torch.zeros_like(acc)
     diag_update = None if diag_acc is None else torch.zeros_like(diag_acc)
     impl(update, x, a, diag_update)
-    pairs = [(acc, update)] + ([] if diag_acc is None else [(diag_acc, diag_update)])
-    _commit("lowrank_gram_update", pairs)
+    _raise_if_non_finite("lowrank_gram_update", update,
+                         *([] if diag_update is None else [diag_update]))
+    acc.add_(update)
+    if diag_acc is not None:
+        diag_acc.add_(diag_update)
 
 
 def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

@@ -67,3 +67,17 @@ def test_reference_backend_agrees_with_compiled():
     lorm_ext.gram_update(ours, x)
     lorm_ext.reference.gram_update(ref, x)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("d,dtype,layout", [(512, torch.float32, "contiguous"),
+                                            (600, torch.bfloat16, "strided"),
+                                            (771, torch.float64, "transposed")])
+def test_wide_full_gram_is_symmetric_and_exact(device, d, dtype, layout):
+    """Wide d takes the symmetric tile path: only upper strips are multiplied."""
+    x = make_rows((3, 41), d, dtype, layout, seed=d, device=device)
+    acc = torch.randn(d, d, dtype=torch.float64, device=device)  # need not be symmetric
+    start = acc.clone()
+    lorm_ext.gram_update(acc, x, check_finite=False)
+    rows = rows64(x)
+    torch.testing.assert_close((acc - start).cpu(), rows.T @ rows, rtol=1e-10, atol=1e-9)
