@@ -35,9 +35,9 @@ lorm_make_venv() {
     lorm_log "installing ${LORM_TORCH:-torch==2.14.1} (local mirror)"
     pip install -q "${LORM_TORCH:-torch==2.14.1}"
   fi
-  python - <<'PY' || pip install -q ninja numpy pytest hypothesis "setuptools>=64" wheel
+  python - <<'PY' || pip install -q ninja numpy safetensors pytest hypothesis "setuptools>=64" wheel
 import importlib.util, sys
-need = ["ninja", "numpy", "pytest", "hypothesis", "setuptools", "wheel"]
+need = ["ninja", "numpy", "safetensors", "pytest", "hypothesis", "setuptools", "wheel"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PY
 }

@@ -1,0 +1,167 @@
+"""What a client sends: :class:`ClientUpdate`, a bag of ``(p, q)`` sums, and its bytes.
+
+Every merge LoRM does is ``(sum_i p_i) @ pinv(sum_i q_i)``, so an update carries, per
+LoRA layer, one :class:`SolveStats`:
+
+- A-step: ``p = A_i Gt_i`` ``(r, d)``, ``q = Gt_i`` ``(d, d)``, or ``(d,)`` when alpha = 0;
+- B-step: ``p = B_i H_i`` ``(o, r)``, ``q = H_i`` ``(r, r)``;
+- end of task (``factor = "G"``): only ``q = Gt_i`` (the server holds ``B_t A_t``);
+
+plus the head's RegMean statistics, the head bias and the sample count. On the wire
+(:meth:`ClientUpdate.to_bytes`) a symmetric ``q`` travels as its upper triangle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FACTORS = ("A", "B", "G", "full")
+WIRE_VERSION = 1
+
+
+@dataclass
+class SolveStats:
+    """One layer's sufficient statistics: the merge is ``p_sum @ pinv(q_sum)``.
+
+    Attributes:
+        p: ``(m, d)`` weighted factor (None for a Gram-only end-of-task update).
+        q: ``(d, d)`` symmetric PSD, or ``(d,)`` meaning a diagonal matrix.
+    """
+
+    p: torch.Tensor | None
+    q: torch.Tensor
+
+
+@dataclass
+class ClientUpdate:
+    """Everything one client sends for one round.
+
+    Attributes:
+        task, round: where the update belongs; the server refuses others.
+        factor: ``"A"``, ``"B"`` (LoRM steps), ``"G"`` (end-of-task Grams) or ``"full"``.
+        num_samples: training samples behind the update (weights the head bias).
+        layers: LoRA layer name -> :class:`SolveStats`.
+        head: the head's RegMean statistics (``p = W_h Gt_h`` ``(C, d)``, ``q = Gt_h``).
+        head_bias: ``(C,)`` the client's head bias, averaged by sample count.
+    """
+
+    task: int
+    round: int
+    factor: str
+    num_samples: int
+    layers: dict[str, SolveStats] = field(default_factory=dict)
+    head: SolveStats | None = None
+    head_bias: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat name -> tensor view of the payload (``q`` unpacked)."""
+        out = {}
+        for name, stats in self.layers.items():
+            if stats.p is not None:
+                out[f"layer/{name}/p"] = stats.p
+            out[f"layer/{name}/q"] = stats.q
+        if self.head is not None:
+            out["head/p"], out["head/q"] = self.head.p, self.head.q
+        if self.head_bias is not None:
+            out["head/bias"] = self.head_bias
+        return out
+
+    def payload_nbytes(self, wire_dtype: torch.dtype = torch.float32) -> int:
+        """Numbers sent times their size: ``(d, d)`` q count ``d (d + 1) / 2``."""
+        itemsize = torch.empty((), dtype=wire_dtype).element_size()
+        return itemsize * sum(_wire_numel(name, t) for name, t in self.tensors().items())
+
+    def nbytes(self, wire_dtype: torch.dtype = torch.float32) -> int:
+        """Exact size of :meth:`to_bytes`: the payload plus the safetensors header."""
+        return len(self.to_bytes(wire_dtype))
+
+    def to_bytes(self, wire_dtype: torch.dtype = torch.float32) -> bytes:
+        """safetensors bytes; the metadata header holds task, round, factor, sample count."""
+        packed, seen = {}, set()
+        for name, t in self.tensors().items():
+            key, t = _pack(name, t)
+            t = t.to(wire_dtype).contiguous()
+            if t.data_ptr() in seen:  # safetensors refuses tensors that share memory
+                t = t.clone()
+            seen.add(t.data_ptr())
+            packed[key] = t
+        meta = dict(task=self.task, round=self.round, factor=self.factor,
+                    num_samples=self.num_samples, version=WIRE_VERSION)
+        return st_save(packed, metadata={"lorm": json.dumps(meta)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dtype: torch.dtype = torch.float64) -> "ClientUpdate":
+        """Inverse of :meth:`to_bytes`; tensors come back in ``dtype``."""
+        meta = _read_metadata(data)
+        tensors = st_load(data)
+        layers: dict[str, dict[str, torch.Tensor]] = {}
+        update = cls(task=meta["task"], round=meta["round"], factor=meta["factor"],
+                     num_samples=meta["num_samples"])
+        for wire_key, wire_tensor in tensors.items():
+            key, t = _unpack(wire_key, wire_tensor.to(dtype))
+            parts = key.split("/")
+            if parts[0] == "layer":
+                layers.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = t
+            elif key == "head/bias":
+                update.head_bias = t
+            else:
+                layers.setdefault("\0head", {})[parts[-1]] = t
+        head = layers.pop("\0head", None)
+        if head is not None:
+            update.head = SolveStats(p=head.get("p"), q=head["q"])
+        update.layers = {name: SolveStats(p=v.get("p"), q=v["q"]) for name, v in layers.items()}
+        return update
+
+
+PACKED_SUFFIX = "/q_triu"
+
+
+def _is_symmetric_matrix(name: str, t: torch.Tensor) -> bool:
+    return name.endswith("/q") and t.dim() == 2
+
+
+def _wire_numel(name: str, t: torch.Tensor) -> int:
+    if _is_symmetric_matrix(name, t):
+        d = t.shape[0]
+        return d * (d + 1) // 2
+    return t.numel()
+
+
+def _pack(name: str, t: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """A symmetric ``(d, d)`` q travels as its upper triangle ``(d (d + 1) / 2,)`` under
+    ``.../q_triu``; a diagonal ``(d,)`` q keeps ``.../q``."""
+    if not _is_symmetric_matrix(name, t):
+        return name, t
+    rows, cols = torch.triu_indices(t.shape[0], t.shape[0], device=t.device)
+    return name[: -len("/q")] + PACKED_SUFFIX, t[rows, cols]
+
+
+def _unpack(name: str, t: torch.Tensor) -> tuple[str, torch.Tensor]:
+    if not name.endswith(PACKED_SUFFIX):
+        return name, t
+    d = int((math.isqrt(8 * t.numel() + 1) - 1) // 2)
+    if d * (d + 1) // 2 != t.numel() or t.dim() != 1:
+        raise ValueError(f"{name}: {tuple(t.shape)} is not a packed upper triangle")
+    full = t.new_zeros(d, d)
+    rows, cols = torch.triu_indices(d, d)
+    full[rows, cols] = t
+    full[cols, rows] = t
+    return name[: -len(PACKED_SUFFIX)] + "/q", full
+
+
+def _read_metadata(data: bytes) -> dict:
+    if len(data) < 8:
+        raise ValueError("not a lorm ClientUpdate: shorter than a safetensors header")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8:8 + header_len])
+        return json.loads(header["__metadata__"]["lorm"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError("not a lorm ClientUpdate: missing its 'lorm' metadata") from exc
