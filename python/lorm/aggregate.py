@@ -79,13 +79,14 @@ class Aggregator:
         self.num_samples += update.num_samples
 
     def _terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
+        # Kept in their wire dtype: adding float32 into a float64 sum casts on the fly.
         terms = {}
         for name, stats in update.layers.items():
             if stats.p is not None:
-                terms[f"layer/{name}/p"] = stats.p.to(F64)
-            terms[f"layer/{name}/q"] = stats.q.to(F64)
+                terms[f"layer/{name}/p"] = stats.p
+            terms[f"layer/{name}/q"] = stats.q
         if update.head is not None:
-            terms["head/p"], terms["head/q"] = update.head.p.to(F64), update.head.q.to(F64)
+            terms["head/p"], terms["head/q"] = update.head.p, update.head.q
         if update.head_bias is not None:
             terms["head/bias"] = update.head_bias.to(F64) * update.num_samples
         return terms
@@ -141,11 +142,9 @@ class Aggregator:
         if q.dim() == 2:
             if q.shape[0] != q.shape[1]:
                 self._reject(f"{what} q must be square, got {tuple(q.shape)}")
-            q64 = q.to(F64)
-            scale = q64.abs().max().clamp_min(1e-300)
-            if ((q64 - q64.T).abs().max() / scale).item() > SYMMETRY_RTOL:
+            diagonal = torch.diagonal(q).to(F64)
+            if not _is_symmetric(q, diagonal.abs().max().item()):
                 self._reject(f"{what} q is not symmetric")
-            diagonal = torch.diagonal(q64)
         elif q.dim() == 1:
             diagonal = q.to(F64)
         else:
@@ -191,6 +190,17 @@ class Aggregator:
     def _require_clients(self) -> None:
         if self.num_clients == 0:
             raise ValueError("no client update has been added yet")
+
+
+def _is_symmetric(q: torch.Tensor, max_diagonal: float) -> bool:
+    """Randomised test: ``(q - q.T) v`` for a random ``v`` is 0 only for symmetric ``q``
+    (almost surely). Two matrix-vector products; no ``(d, d)`` temporary."""
+    gen = torch.Generator(device=q.device).manual_seed(q.shape[0])
+    v = torch.randn(q.shape[0], 1, dtype=q.dtype, device=q.device, generator=gen)
+    difference = (q @ v - q.T @ v).norm().item()
+    # For a PSD q every |q_jk| <= max diag, so |q v| <= sqrt(d) * max diag * |v|.
+    scale = max_diagonal * (q.shape[0] ** 0.5) * v.norm().item()
+    return difference <= SYMMETRY_RTOL * max(scale, 1e-300)
 
 
 def solve_batched(
