@@ -111,6 +111,14 @@ def update_mb(blocks: int, alpha: float) -> float:
     return 4 * (numbers + CLASSES * HEAD_D + HEAD_D**2 + CLASSES) / 2**20
 
 
+def naive_memory_gb(blocks: int, alpha: float, clients: int) -> float:
+    """Every update held (float32) plus the largest layer stacked in float64 (twice:
+    stacked copy and conversion) plus the dense (d, d) pinverse works on."""
+    largest = max(max(RANK * d, d * d if alpha > 0 else d) for _, d in layer_shapes(blocks).values())
+    dense = 3 * 8 * max(d for _, d in layer_shapes(blocks).values()) ** 2
+    return (update_mb(blocks, alpha) * clients + (2 * 8 * largest * clients + dense) / 2**20) / 1024
+
+
 def spawn(method: str, alpha: float, clients: int, blocks: int) -> dict:
     cmd = [sys.executable, __file__, "--one", method, str(alpha), str(clients), "--blocks",
            str(blocks)]
@@ -142,7 +150,7 @@ def main() -> None:
         per_client = update_mb(args.blocks, alpha)
         for n in args.clients:
             ours = spawn("ours", alpha, n, args.blocks)
-            held_gb = 3 * per_client * n / 1024  # float32 held + float64 stack
+            held_gb = naive_memory_gb(args.blocks, alpha, n)
             naive = (spawn("naive", alpha, n, args.blocks) if held_gb <= args.memory_budget_gb
                      else None)
             row = dict(alpha=alpha, clients=n, update_mb=per_client, ours=ours, naive=naive,

@@ -35,9 +35,16 @@ lorm_make_venv() {
     lorm_log "installing ${LORM_TORCH:-torch==2.14.1} (local mirror)"
     pip install -q "${LORM_TORCH:-torch==2.14.1}"
   fi
-  python - <<'PY' || pip install -q ninja numpy safetensors pytest hypothesis "setuptools>=64" wheel
+  # torchvision must match torch: 0.29.1 is the local mirror's match for 2.14.1.
+  local torchvision=torchvision
+  case "$(python -c 'import torch; print(torch.__version__)')" in
+    2.14.1*) torchvision=torchvision==0.29.1 ;;
+  esac
+  python - <<'PY' || pip install -q "$torchvision" timm ninja numpy safetensors scikit-learn \
+      tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel
 import importlib.util, sys
-need = ["ninja", "numpy", "safetensors", "pytest", "hypothesis", "setuptools", "wheel"]
+need = ["torchvision", "timm", "ninja", "numpy", "safetensors", "sklearn", "tqdm", "matplotlib",
+        "yaml", "pytest", "hypothesis", "setuptools", "wheel"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PY
 }

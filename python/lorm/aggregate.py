@@ -251,6 +251,16 @@ class CrossTaskMerger:
             self._sg[name] = g.clone() if name not in self._sg else self._sg[name] + g
         self.num_tasks += 1
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The sums as flat tensors (for checkpoints)."""
+        return {**{f"sw/{n}": t for n, t in self._sw.items()},
+                **{f"sg/{n}": t for n, t in self._sg.items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], num_tasks: int) -> None:
+        self._sw = {k[3:]: v.to(F64) for k, v in state.items() if k.startswith("sw/")}
+        self._sg = {k[3:]: v.to(F64) for k, v in state.items() if k.startswith("sg/")}
+        self.num_tasks = num_tasks
+
     def merged(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """``dW_merged`` ``(o, d)`` per layer."""
         if not self.num_tasks:

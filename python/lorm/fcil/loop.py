@@ -1,0 +1,296 @@
+"""The federated class-incremental loop: tasks x rounds x clients, the end-of-task
+cross-task merge, evaluation, metrics, checkpoints and resume.
+
+Every random choice derives from (seed, task, round, client), so a run resumed from
+its last checkpoint finishes exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import merge
+from ..aggregate import Aggregator, CrossTaskMerger
+from ..lora import LoRALinear, head_of
+from ..messages import ClientUpdate, SolveStats
+from ..models import build_lora_model
+from . import checkpoint
+from .client import collect_statistics, derived_seed, make_loader, train_locally
+from .config import Config
+from .data import Benchmark, build_benchmark, sample_clients
+from .methods import Method, make_method
+from .metrics import summarize
+
+PHASES = ("train", "stats", "merge", "eval")
+
+
+@dataclass
+class Progress:
+    """Where the run is, and what it has measured so far (all JSON-serialisable)."""
+
+    task: int = 0
+    round: int = 0
+    phase: str = "round"              # "round" or "task_end" (of `task`)
+    acc: list[list[float]] = field(default_factory=list)
+    metrics_lines: int = 0
+    round_bytes: int = 0              # uploaded in rounds, all clients
+    client_rounds: int = 0
+    task_end_bytes: int = 0           # uploaded by the end-of-task Gram passes
+    seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+
+
+class Run:
+    def __init__(self, config: Config, run_dir: Path, quiet: bool):
+        self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                                   if config.device == "auto" else config.device)
+        self.bench: Benchmark = build_benchmark(config)
+        img_size = config.img_size or (8 if config.dataset == "digits" else None)
+        model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
+                                               config.rank, config.targets, config.seed,
+                                               img_size, config.pretrained)
+        self.model, self.layers, self.head = model.to(self.device), layers, head
+        self.client_model = copy.deepcopy(self.model)
+        self.client_layers = {n: self.client_model.get_submodule(n) for n in layers}
+        self.client_head = head_of(self.client_model)
+        self.method: Method = make_method(config.method, config.alpha_backbone, config.alpha_head)
+        self.merger = CrossTaskMerger()
+        self.progress = Progress()
+        self.test_sizes = [len(ix) for ix in self.bench.test_indices]
+
+    # -- state ------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"head.weight": self.head.weight, "head.bias": self.head.bias}
+        for name, layer in self.layers.items():
+            out[f"{name}.A"], out[f"{name}.B"] = layer.A, layer.B
+            if layer.delta is not None:
+                out[f"{name}.delta"] = layer.delta
+        out.update({f"merger/{k}": v for k, v in self.merger.state_dict().items()})
+        return out
+
+    def restore(self, tensors: dict[str, torch.Tensor], progress: dict) -> None:
+        self.progress = Progress(**progress)
+        with torch.no_grad():
+            self.head.weight.copy_(tensors["head.weight"])
+            self.head.bias.copy_(tensors["head.bias"])
+        for name, layer in self.layers.items():
+            layer.set_factors(a=tensors[f"{name}.A"], b=tensors[f"{name}.B"])
+            layer.set_delta(tensors.get(f"{name}.delta"))
+        self.merger.load_state_dict({k[len("merger/"):]: v.to(self.device)
+                                     for k, v in tensors.items() if k.startswith("merger/")},
+                                    num_tasks=len(self.progress.acc))
+
+    def save(self) -> None:
+        step = self.progress.task * (self.config.rounds + 1) + self.progress.round + \
+            (self.progress.phase == "task_end")
+        checkpoint.save(self.run_dir, step, self.tensors(),
+                        {"config": self.config.to_dict(),
+                         "progress": dataclasses.asdict(self.progress)})
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.progress.metrics_lines += 1
+
+    def timed(self, phase: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.progress.seconds[phase] += time.perf_counter() - start
+        return out
+
+    # -- one client -------------------------------------------------------------------
+    def load_client(self) -> None:
+        for name, src in self.layers.items():
+            dst = self.client_layers[name]
+            dst.set_factors(a=src.A, b=src.B)
+            dst.set_delta(src.delta)
+            dst.lora_enabled = True
+        with torch.no_grad():
+            self.client_head.weight.copy_(self.head.weight)
+            self.client_head.bias.copy_(self.head.bias)
+
+    def client_round(self, task: int, rnd: int, client: int) -> ClientUpdate:
+        cfg = self.config
+        indices = self.bench.client_indices[task][client]
+        loader = make_loader(self.bench.train, indices, cfg.batch_size, [cfg.seed, task, rnd, client])
+        classes = torch.tensor(self.bench.task_classes[task], device=self.device)
+        self.load_client()
+        lrs = {"A": cfg.lr_a, "B": cfg.lr_b, "head": cfg.lr_head}
+        self.timed("train", train_locally, self.client_model, self.client_layers, self.client_head,
+                   self.method.trains(rnd), loader, classes, cfg.local_epochs, lrs, self.device,
+                   cfg.amp)
+        mode = self.method.stats_mode(rnd)
+        stats = None
+        if mode is not None:
+            stats_loader = make_loader(self.bench.train, indices, cfg.batch_size,
+                                       [cfg.seed, task, rnd, client, 1])
+            stats = self.timed("stats", collect_statistics, self.client_model, self.client_layers,
+                               self.client_head, mode, stats_loader, cfg.stats_passes,
+                               self.device, cfg.amp)
+        return self.method.client_message(task, rnd, self.client_layers, self.client_head, stats,
+                                          len(indices))
+
+    # -- rounds and tasks ---------------------------------------------------------------
+    def run_round(self, task: int, rnd: int) -> None:
+        cfg = self.config
+        clients = sample_clients(cfg.num_clients, cfg.participation, cfg.seed, task, rnd)
+        aggregator = Aggregator(task, rnd, self.method.message_factor(rnd))
+        sent = 0
+        for client in tqdm(clients, desc=f"task {task} round {rnd}", leave=False,
+                           disable=self.quiet):
+            update = self.client_round(task, rnd, client)
+            sent += update.nbytes()
+            self.timed("merge", aggregator.add, update)
+        result = self.timed("merge", aggregator.result)
+        gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, rnd, 0xB]))
+        self.method.apply(rnd, result, self.layers, self.head, gen)
+        self.progress.round_bytes += sent
+        self.progress.client_rounds += len(clients)
+        record = {"type": "round", "task": task, "round": rnd, "trains": self.method.trains(rnd),
+                  "clients": clients, "bytes_per_client": sent / len(clients)}
+        if cfg.eval_every_round:
+            record["current_task_accuracy"] = self.timed("eval", self.evaluate_live, task)
+        self.log(record)
+
+    def task_end_grams(self, task: int) -> dict[str, torch.Tensor]:
+        """Every client's Grams through ``W0 + dW_t``, summed: ``Gh_t`` per layer."""
+        cfg = self.config
+        residuals = self.method.task_residuals(self.layers)
+        mode = "diag" if cfg.alpha_backbone == 0 else "full"
+        aggregator = Aggregator(task, cfg.rounds, "G")
+        for client in range(cfg.num_clients):
+            self.load_client()
+            for name, layer in self.client_layers.items():
+                layer.deploy(residuals[name])
+            indices = self.bench.client_indices[task][client]
+            loader = make_loader(self.bench.train, indices, cfg.batch_size,
+                                 [cfg.seed, task, cfg.rounds, client, 2])
+            stats = self.timed("stats", collect_statistics, self.client_model, self.client_layers,
+                               None, mode, loader, cfg.stats_passes, self.device, cfg.amp)
+            update = ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
+                name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
+                for name, g in stats.grams.items()})
+            self.progress.task_end_bytes += update.nbytes()
+            self.timed("merge", aggregator.add, update)
+        return residuals, {name: s.q for name, s in aggregator.sums().items()}
+
+    def end_task(self, task: int) -> None:
+        residuals, grams = self.task_end_grams(task)
+        self.timed("merge", self.merger.add_task, residuals, grams)
+        for name, delta in self.timed("merge", self.merger.merged).items():
+            self.layers[name].deploy(delta)
+        row = [self.timed("eval", self.accuracy, j, task) for j in range(task + 1)]
+        self.progress.acc.append(row)
+        self.log({"type": "task", "task": task, "accuracy": row,
+                  **summarize(self.progress.acc, self.test_sizes)})
+
+    # -- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def accuracy(self, test_task: int, seen_task: int, model: nn.Module | None = None) -> float:
+        """Accuracy on ``test_task``'s test data, argmax over the classes of tasks <= ``seen_task``."""
+        model = model or self.model
+        seen = torch.tensor(sum(self.bench.task_classes[:seen_task + 1], []), device=self.device)
+        loader = make_loader(self.bench.test, self.bench.test_indices[test_task], 256, [0],
+                             shuffle=False)
+        model.eval()
+        correct = total = 0
+        for x, y in loader:
+            logits = model(x.to(self.device))[:, seen]
+            correct += (seen[logits.argmax(1)] == y.to(self.device)).sum().item()
+            total += len(y)
+        return correct / max(total, 1)
+
+    def evaluate_live(self, task: int) -> float:
+        """The in-task global model (``W0 + current residual``) on the current task."""
+        self.load_client()
+        return self.accuracy(task, task, self.client_model)
+
+    # -- the whole run --------------------------------------------------------------------
+    def execute(self) -> dict:
+        cfg, p = self.config, self.progress
+        for task in tqdm(range(p.task, cfg.num_tasks), desc="tasks", disable=self.quiet,
+                         initial=p.task, total=cfg.num_tasks):
+            if p.phase == "round":
+                if p.round == 0:
+                    gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, 0xA]))
+                    self.method.start_task(self.layers, gen)
+                for rnd in range(p.round, cfg.rounds):
+                    self.run_round(task, rnd)
+                    p.round, p.phase = (rnd + 1, "round") if rnd + 1 < cfg.rounds else (rnd + 1, "task_end")
+                    self.save()
+            self.end_task(task)
+            p.task, p.round, p.phase = task + 1, 0, "round"
+            self.save()
+            if not self.quiet:
+                tqdm.write(f"task {task}: accuracy over tasks <= {task}: "
+                           f"{summarize(p.acc, self.test_sizes)['final_average_accuracy']:.4f}")
+        return self.finish()
+
+    def finish(self) -> dict:
+        p = self.progress
+        summary = {
+            "config": self.config.to_dict(),
+            "accuracy_matrix": p.acc,
+            **summarize(p.acc, self.test_sizes),
+            "bytes_per_client_per_round": p.round_bytes / max(p.client_rounds, 1),
+            "task_end_bytes_per_client": p.task_end_bytes / max(self.config.num_clients * len(p.acc), 1),
+            "seconds": p.seconds,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        plot_accuracy_matrix(p.acc, self.run_dir / "accuracy_matrix.png", self.config.method)
+        return summary
+
+
+def plot_accuracy_matrix(acc: list[list[float]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = len(acc)
+    grid = torch.full((size, size), float("nan"))
+    for t, row in enumerate(acc):
+        grid[t, :len(row)] = torch.tensor(row)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * size, 1 + 0.6 * size))
+    ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis")
+    for t, row in enumerate(acc):
+        for j, a in enumerate(row):
+            ax.text(j, t, f"{100 * a:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if a < 0.6 else "black")
+    ax.set_xlabel("evaluated on task")
+    ax.set_ylabel("after task")
+    ax.set_title(f"{title}: accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(config: Config, run_dir: str | Path, quiet: bool = False) -> dict:
+    """Runs ``config`` from the start, writing into ``run_dir``; returns the summary."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.validate().to_dict(), sort_keys=False))
+    (run_dir / "metrics.jsonl").write_text("")
+    return Run(config, run_dir, quiet).execute()
+
+
+def resume(run_dir: str | Path, quiet: bool = False) -> dict:
+    """Continues a run after its last checkpoint; the result equals an uninterrupted run."""
+    run_dir = Path(run_dir)
+    tensors, state = checkpoint.load(run_dir)
+    runner = Run(Config(**state["config"]).validate(), run_dir, quiet)
+    runner.restore({k: v.to(runner.device) for k, v in tensors.items()}, state["progress"])
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:runner.progress.metrics_lines]
+    (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    return runner.execute()

@@ -1,0 +1,184 @@
+"""Federated methods as small objects over one shared loop.
+
+A method says which factor trains in a round, which statistics the clients collect,
+what they send (a :class:`ClientUpdate` of ``(p, q)`` sums) and how the server's
+:class:`MergeResult` becomes the next global model. The loop does the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import merge
+from ..aggregate import MergeResult
+from ..lora import LoRALinear, kaiming_uniform
+from ..messages import ClientUpdate, SolveStats
+from ..stats import StatsCollector
+
+
+class Method:
+    name = ""
+
+    def __init__(self, alpha_backbone: float, alpha_head: float):
+        self.alpha_b, self.alpha_h = alpha_backbone, alpha_head
+
+    def trains(self, rnd: int) -> str:
+        """``"A"``, ``"B"`` or ``"AB"``: the trainable factor(s) of round ``rnd``."""
+        raise NotImplementedError
+
+    def message_factor(self, rnd: int) -> str:
+        return self.trains(rnd) if self.trains(rnd) in ("A", "B") else "full"
+
+    def stats_mode(self, rnd: int) -> str | None:
+        """The collector mode of the client's statistics pass (None: no pass)."""
+        return "diag" if self.alpha_b == 0 else "full"
+
+    def start_task(self, layers: dict[str, LoRALinear], gen: torch.Generator) -> None:
+        """Fresh factors for a new task: ``A`` Kaiming-uniform from ``gen``, ``B = 0``."""
+        for layer in layers.values():
+            layer.set_delta(None)
+            layer.set_factors(a=kaiming_uniform(tuple(layer.A.shape), gen),
+                              b=torch.zeros_like(layer.B))
+
+    def head_stats(self, head: nn.Linear, stats: StatsCollector | None, n: int) -> SolveStats:
+        return merge.full_stats(head.weight.detach(), stats.head_gram, self.alpha_h)
+
+    def client_message(self, task: int, rnd: int, layers: dict[str, LoRALinear], head: nn.Linear,
+                       stats: StatsCollector | None, num_samples: int) -> ClientUpdate:
+        return ClientUpdate(task=task, round=rnd, factor=self.message_factor(rnd),
+                            num_samples=num_samples,
+                            layers=self.layer_stats(rnd, layers, stats, num_samples),
+                            head=self.head_stats(head, stats, num_samples),
+                            head_bias=head.bias.detach().clone())
+
+    def layer_stats(self, rnd, layers, stats, n) -> dict[str, SolveStats]:
+        raise NotImplementedError
+
+    def apply(self, rnd: int, result: MergeResult, layers: dict[str, LoRALinear], head: nn.Linear,
+              gen: torch.Generator) -> None:
+        """Writes the merged round into the global model."""
+        self.apply_layers(rnd, result, layers, gen)
+        with torch.no_grad():
+            head.weight.copy_(result.head_weight)
+            head.bias.copy_(result.head_bias)
+
+    def apply_layers(self, rnd, result, layers, gen) -> None:
+        raise NotImplementedError
+
+    def task_residuals(self, layers: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
+        """The task's final residual ``dW_t`` per layer."""
+        return {name: layer.residual() for name, layer in layers.items()}
+
+
+class LoRM(Method):
+    """LoRM: one factor per round, merged in closed form. ``schedule`` "alternate"
+    trains B on even rounds and A on odd ones; "A" / "B" train only that factor."""
+
+    def __init__(self, alpha_backbone: float, alpha_head: float, schedule: str = "alternate"):
+        super().__init__(alpha_backbone, alpha_head)
+        self.schedule = schedule
+        self.name = {"alternate": "lorm", "A": "lorm-a", "B": "lorm-b"}[schedule]
+
+    def trains(self, rnd: int) -> str:
+        if self.schedule == "alternate":
+            return "B" if rnd % 2 == 0 else "A"
+        return self.schedule
+
+    def stats_mode(self, rnd: int) -> str:
+        return "lowrank" if self.trains(rnd) == "B" else super().stats_mode(rnd)
+
+    def start_task(self, layers, gen) -> None:
+        if self.schedule != "A":
+            return super().start_task(layers, gen)
+        # Training only A needs a non-zero B to give A a gradient: B is drawn, A starts at 0.
+        for layer in layers.values():
+            layer.set_delta(None)
+            layer.set_factors(a=torch.zeros_like(layer.A),
+                              b=kaiming_uniform(tuple(layer.B.shape), gen))
+
+    def layer_stats(self, rnd, layers, stats, n):
+        out = {}
+        for name, layer in layers.items():
+            if self.trains(rnd) == "A":
+                out[name] = merge.a_step_stats(layer.A.detach(), stats.grams[name], self.alpha_b)
+            else:
+                h = merge.lowrank_h(layer.A.detach(), stats.projected[name], stats.grams[name],
+                                    self.alpha_b)
+                out[name] = merge.b_step_stats(layer.B.detach(), h)
+        return out
+
+    def apply_layers(self, rnd, result, layers, gen) -> None:
+        factor = self.trains(rnd)
+        for name, layer in layers.items():
+            layer.set_factors(**{factor.lower(): result.layers[name]})
+
+
+def _average_stats(m: torch.Tensor, n: int) -> SolveStats:
+    """FedAvg as a sum-and-solve: ``p = n M``, ``q = n`` (diagonal), so ``p_sum / q_sum``
+    is the sample-weighted mean."""
+    return SolveStats(p=n * m.to(torch.float64), q=torch.full((m.shape[1],), float(n),
+                                                              dtype=torch.float64))
+
+
+class FedAvgLoRA(Method):
+    """Baseline: A and B train together and are averaged separately; so is the head."""
+
+    name = "fedavg-lora"
+
+    def trains(self, rnd: int) -> str:
+        return "AB"
+
+    def stats_mode(self, rnd: int) -> None:
+        return None
+
+    def head_stats(self, head, stats, n):
+        return _average_stats(head.weight.detach(), n)
+
+    def layer_stats(self, rnd, layers, stats, n):
+        out = {}
+        for name, layer in layers.items():
+            out[f"{name}/A"] = _average_stats(layer.A.detach(), n)
+            out[f"{name}/B"] = _average_stats(layer.B.detach(), n)
+        return out
+
+    def apply_layers(self, rnd, result, layers, gen) -> None:
+        for name, layer in layers.items():
+            layer.set_factors(a=result.layers[f"{name}/A"], b=result.layers[f"{name}/B"])
+
+
+class RegMeanLoRA(Method):
+    """Baseline: A and B train together; the server merges each client's full residual
+    ``delta + B_i A_i`` with RegMean into a dense ``delta`` and restarts the factors."""
+
+    name = "regmean-lora"
+
+    def trains(self, rnd: int) -> str:
+        return "AB"
+
+    def layer_stats(self, rnd, layers, stats, n):
+        out = {}
+        for name, layer in layers.items():
+            full = layer.residual() if layer.delta is None else layer.delta + layer.residual()
+            out[name] = merge.full_stats(full, stats.grams[name], self.alpha_b)
+        return out
+
+    def apply_layers(self, rnd, result, layers, gen) -> None:
+        for name, layer in layers.items():
+            layer.set_delta(result.layers[name])
+            layer.set_factors(a=kaiming_uniform(tuple(layer.A.shape), gen),
+                              b=torch.zeros_like(layer.B))
+
+    def task_residuals(self, layers):
+        return {name: layer.delta.clone() for name, layer in layers.items()}
+
+
+def make_method(name: str, alpha_backbone: float, alpha_head: float) -> Method:
+    makers = {"lorm": lambda: LoRM(alpha_backbone, alpha_head, "alternate"),
+              "lorm-a": lambda: LoRM(alpha_backbone, alpha_head, "A"),
+              "lorm-b": lambda: LoRM(alpha_backbone, alpha_head, "B"),
+              "fedavg-lora": lambda: FedAvgLoRA(alpha_backbone, alpha_head),
+              "regmean-lora": lambda: RegMeanLoRA(alpha_backbone, alpha_head)}
+    if name not in makers:
+        raise ValueError(f"unknown method {name!r}; one of {sorted(makers)}")
+    return makers[name]()

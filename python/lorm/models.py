@@ -1,0 +1,77 @@
+"""Backbones: timm ViTs by name, the embedded tiny ViT, and pretrained weights read
+from a local file (never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .lora import LoRALinear, head_of, inject_lora
+
+TINY_VIT = dict(patch_size=2, in_chans=1, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
+                weight_init="jax")
+
+
+def build_backbone(name: str, num_classes: int, seed: int, img_size: int | None = None) -> nn.Module:
+    """A timm VisionTransformer with a fresh ``num_classes`` head, initialised from ``seed``."""
+    from timm import create_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "tiny-vit":
+            return VisionTransformer(img_size=img_size or 8, num_classes=num_classes, **TINY_VIT)
+        kwargs = {} if img_size is None else {"img_size": img_size}
+        return create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Loads backbone weights from ``.safetensors``, ``.pth``/``.pt``/``.bin`` (a state
+    dict, plain or under 'state_dict'/'model') or timm's ``.npz``; the classifier head
+    is kept as it is. Shapes are checked; a mismatch lists the offending tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path} not found: put the backbone's "
+                                ".safetensors/.npz/.pth file there or fix --set pretrained=...")
+    if path.suffix == ".npz":
+        if not hasattr(model, "load_pretrained"):
+            raise ValueError(f"{path}: .npz weights need a timm VisionTransformer")
+        model.load_pretrained(str(path))
+        return
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("head.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if mismatched or missing or unexpected:
+        raise ValueError(f"{path} does not fit the model: "
+                         f"{len(mismatched)} shape mismatches {mismatched[:5]}, "
+                         f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected "
+                         f"{unexpected[:5]}")
+    model.load_state_dict(state, strict=False)
+
+
+def build_lora_model(backbone: str, num_classes: int, rank: int, targets: list[str], seed: int,
+                     img_size: int | None = None, pretrained: str | None = None
+                     ) -> tuple[nn.Module, dict[str, LoRALinear], nn.Linear]:
+    """Backbone (+ weights) with LoRA injected: the model, its LoRA layers, its head."""
+    model = build_backbone(backbone, num_classes, seed, img_size)
+    if pretrained:
+        load_pretrained(model, pretrained)
+    layers = inject_lora(model, rank, targets)
+    return model, layers, head_of(model)

@@ -1,0 +1,88 @@
+"""Statistic collectors: forward hooks that stream each layer's input rows through
+the lorm_ext kernels while the model runs.
+
+Per LoRA layer, by mode:
+
+- ``"diag"``: ``diag(G)`` ``(d,)`` (A-step with alpha = 0, end-of-task with alpha = 0);
+- ``"full"``: ``G`` ``(d, d)`` (alpha > 0);
+- ``"lowrank"``: ``Z.T Z`` ``(r, r)`` with ``Z = X A.T`` and ``diag(G)`` (B-step), never
+  forming ``(d, d)``.
+
+The head's input (the penultimate features) always gets its full Gram. Inputs arrive
+in whatever dtype the forward runs in (bf16/fp16 under autocast): no up-cast copies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import lorm_ext
+
+from .lora import LoRALinear
+
+MODES = ("diag", "full", "lowrank")
+
+
+class StatsCollector:
+    """Registers the hooks on construction; :meth:`remove` (or leaving the ``with``
+    block) takes them off and leaves the model exactly as it was.
+
+    Args:
+        layers: LoRA layers by name.
+        mode: one of ``"diag"``, ``"full"``, ``"lowrank"``.
+        head: the classifier; its input Gram is collected when given.
+        acc_dtype: accumulator dtype (float32 or float64).
+    """
+
+    def __init__(self, layers: dict[str, LoRALinear], mode: str, head: nn.Linear | None = None,
+                 acc_dtype: torch.dtype = torch.float64):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode, self.acc_dtype = mode, acc_dtype
+        self.grams: dict[str, torch.Tensor] = {}       # name -> (d,) or (d, d)
+        self.projected: dict[str, torch.Tensor] = {}   # name -> Z.T Z (r, r), lowrank mode
+        self.head_gram: torch.Tensor | None = None
+        self.rows = 0
+        self._handles = [layer.register_forward_hook(self._layer_hook(name))
+                         for name, layer in layers.items()]
+        if head is not None:
+            self._handles.append(head.register_forward_hook(self._head_hook))
+
+    def _acc(self, store: dict, key: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        if key not in store:
+            store[key] = torch.zeros(shape, dtype=self.acc_dtype, device=like.device)
+        return store[key]
+
+    def _layer_hook(self, name: str):
+        def hook(module: LoRALinear, inputs, output):
+            x = inputs[0].detach()
+            d = x.shape[-1]
+            if self.mode == "diag":
+                lorm_ext.gram_update(self._acc(self.grams, name, (d,), x), x)
+            elif self.mode == "full":
+                lorm_ext.gram_update(self._acc(self.grams, name, (d, d), x), x)
+            else:
+                r = module.rank
+                lorm_ext.lowrank_gram_update(self._acc(self.projected, name, (r, r), x), x,
+                                             module.A.detach(), self._acc(self.grams, name, (d,), x))
+        return hook
+
+    def _head_hook(self, module: nn.Linear, inputs, output):
+        x = inputs[0].detach()
+        if self.head_gram is None:
+            self.head_gram = torch.zeros(x.shape[-1], x.shape[-1], dtype=self.acc_dtype,
+                                         device=x.device)
+        lorm_ext.gram_update(self.head_gram, x)
+        self.rows += x.reshape(-1, x.shape[-1]).shape[0]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "StatsCollector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
