@@ -160,6 +160,17 @@ class Aggregator:
             self._reject(f"{what} p must be (m, {q.shape[0]}) to match q, "
                          f"got {tuple(stats.p.shape)}")
 
+    # -- combining partial aggregators (distributed runs) ---------------------------------
+    def partial_sums(self) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The running sums by key and the layer names (empty before the first update)."""
+        return dict(self._sums), list(self._expected or [])
+
+    def replace_sums(self, sums: dict[str, torch.Tensor], layers: list[str], num_clients: int,
+                     num_samples: int) -> None:
+        """Installs sums combined elsewhere (e.g. all-reduced over ranks)."""
+        self._sums, self._expected = dict(sums), list(layers)
+        self.num_clients, self.num_samples = num_clients, num_samples
+
     # -- results ------------------------------------------------------------------------
     def sums(self) -> dict[str, SolveStats]:
         """The running sums per layer (``"head"`` included), float64."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import datetime
@@ -49,9 +50,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .distributed import launched_by_torchrun
     from .fcil import load_config, run
     from .fcil.loop import resume
 
+    if launched_by_torchrun() and not (args.output or args.resume):
+        raise ValueError("under torchrun every rank must name the same run directory: "
+                         "pass --output DIR (or --resume DIR)")
     if args.resume:
         summary = resume(args.resume, quiet=args.quiet)
         output = Path(args.resume)
@@ -59,8 +64,10 @@ def cmd_run(args) -> int:
         config = load_config(args.config, args.set or [])
         output = Path(args.output or default_output())
         summary = run(config, output, quiet=args.quiet)
-    print(_table([(summary["config"]["method"], summary, sum(summary["seconds"].values()))]))
-    print(f"\nrun directory: {output}")
+    from .distributed import launched_by_torchrun as distributed
+    if not distributed() or int(os.environ.get("RANK", "0")) == 0:
+        print(_table([(summary["config"]["method"], summary, sum(summary["seconds"].values()))]))
+        print(f"\nrun directory: {output}")
     return 0
 
 
@@ -93,7 +100,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
-    run = sub.add_parser("run", help="run a config (YAML preset, see configs/)")
+    run = sub.add_parser("run", help="run a config (YAML preset, see configs/); under "
+                         "`torchrun --nproc_per_node=P -m lorm run ...` the clients of every "
+                         "round are sharded over the P ranks")
     run.add_argument("--config", help="YAML file (default: the built-in defaults)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config field, YAML syntax (repeatable)")
@@ -110,12 +119,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .distributed import shutdown
+
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

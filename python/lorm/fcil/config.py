@@ -26,7 +26,7 @@ class Config:
     last_task_classes: int | None = None  # e.g. Cars-196: 10 tasks, the last with 16
     num_clients: int = 5
     beta: float = 0.5                  # Dirichlet concentration of the label skew
-    min_samples_per_client: int = 2    # per client per task
+    min_samples_per_client: int = 2    # per client per task; 0 lets clients sit tasks out
     participation: float = 1.0         # fraction of clients per round
     # model
     backbone: str = "tiny-vit"         # "tiny-vit" or a timm model name
@@ -49,6 +49,7 @@ class Config:
     amp: bool = True                   # bf16 autocast, on CUDA only
     device: str = "auto"
     num_threads: int = 0               # CPU threads for torch; 0 keeps torch's default
+    dist_timeout: float = 600.0        # seconds a rank waits for the others (torchrun runs)
     seed: int = 0
     eval_every_round: bool = False
 
@@ -67,6 +68,8 @@ class Config:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.participation <= 1.0:
             problems.append(f"participation must be in (0, 1], got {self.participation}")
+        if self.min_samples_per_client < 0:
+            problems.append(f"min_samples_per_client must be >= 0, got {self.min_samples_per_client}")
         if self.beta <= 0:
             problems.append(f"beta must be > 0, got {self.beta}")
         if problems:

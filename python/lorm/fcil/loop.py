@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from .. import merge
 from ..aggregate import Aggregator, CrossTaskMerger
+from ..distributed import (all_reduce_aggregator, all_reduce_numbers, check_identical,
+                           init_from_env, shard)
 from ..lora import LoRALinear, head_of
 from ..messages import ClientUpdate, SolveStats
 from ..models import build_lora_model
@@ -56,6 +58,10 @@ class Run:
             torch.set_num_threads(config.num_threads)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                                    if config.device == "auto" else config.device)
+        self.ctx = init_from_env(config.dist_timeout, self.device.type == "cuda")
+        if self.ctx.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
         self.bench: Benchmark = build_benchmark(config)
         img_size = config.img_size or (8 if config.dataset == "digits" else None)
         model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
@@ -93,6 +99,8 @@ class Run:
                                     num_tasks=len(self.progress.acc))
 
     def save(self) -> None:
+        if not self.ctx.is_main:
+            return
         step = self.progress.task * (self.config.rounds + 1) + self.progress.round + \
             (self.progress.phase == "task_end")
         checkpoint.save(self.run_dir, step, self.tensors(),
@@ -100,8 +108,9 @@ class Run:
                          "progress": dataclasses.asdict(self.progress)})
 
     def log(self, record: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.ctx.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         self.progress.metrics_lines += 1
 
     def timed(self, phase: str, fn, *args, **kwargs):
@@ -148,18 +157,24 @@ class Run:
         clients = sample_clients(cfg.num_clients, cfg.participation, cfg.seed, task, rnd)
         aggregator = Aggregator(task, rnd, self.method.message_factor(rnd))
         sent = 0
-        for client in tqdm(clients, desc=f"task {task} round {rnd}", leave=False,
+        mine = [c for c in shard(clients, self.ctx) if self.bench.client_indices[task][c]]
+        for client in tqdm(mine, desc=f"task {task} round {rnd}", leave=False,
                            disable=self.quiet):
             update = self.client_round(task, rnd, client)
             sent += update.nbytes()
             self.timed("merge", aggregator.add, update)
+        phase = f"task {task} round {rnd}"
+        self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
+        sent, senders = (int(v) for v in all_reduce_numbers([sent, len(mine)], self.ctx,
+                                                            f"{phase}: byte count", self.device))
         result = self.timed("merge", aggregator.result)
         gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, rnd, 0xB]))
         self.method.apply(rnd, result, self.layers, self.head, gen)
+        check_identical(list(self.tensors().values()), self.ctx, phase, self.device)
         self.progress.round_bytes += sent
-        self.progress.client_rounds += len(clients)
+        self.progress.client_rounds += senders
         record = {"type": "round", "task": task, "round": rnd, "trains": self.method.trains(rnd),
-                  "clients": clients, "bytes_per_client": sent / len(clients)}
+                  "clients": clients, "senders": senders, "bytes_per_client": sent / senders}
         if cfg.eval_every_round:
             record["current_task_accuracy"] = self.timed("eval", self.evaluate_live, task)
         self.log(record)
@@ -170,7 +185,10 @@ class Run:
         residuals = self.method.task_residuals(self.layers)
         mode = "diag" if cfg.alpha_backbone == 0 else "full"
         aggregator = Aggregator(task, cfg.rounds, "G")
-        for client in range(cfg.num_clients):
+        sent = 0
+        for client in shard(range(cfg.num_clients), self.ctx):
+            if not self.bench.client_indices[task][client]:
+                continue  # a client without data of this task has nothing to send
             self.load_client()
             for name, layer in self.client_layers.items():
                 layer.deploy(residuals[name])
@@ -182,8 +200,12 @@ class Run:
             update = ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
                 name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
                 for name, g in stats.grams.items()})
-            self.progress.task_end_bytes += update.nbytes()
+            sent += update.nbytes()
             self.timed("merge", aggregator.add, update)
+        phase = f"task {task} end"
+        self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
+        self.progress.task_end_bytes += int(all_reduce_numbers([sent], self.ctx, phase,
+                                                               self.device)[0])
         return residuals, {name: s.q for name, s in aggregator.sums().items()}
 
     def end_task(self, task: int) -> None:
@@ -202,14 +224,16 @@ class Run:
         """Accuracy on ``test_task``'s test data, argmax over the classes of tasks <= ``seen_task``."""
         model = model or self.model
         seen = torch.tensor(sum(self.bench.task_classes[:seen_task + 1], []), device=self.device)
-        loader = make_loader(self.bench.test, self.bench.test_indices[test_task], 256, [0],
-                             shuffle=False)
+        indices = shard(self.bench.test_indices[test_task], self.ctx)
+        loader = make_loader(self.bench.test, indices, 256, [0], shuffle=False)
         model.eval()
         correct = total = 0
         for x, y in loader:
             logits = model(x.to(self.device))[:, seen]
             correct += (seen[logits.argmax(1)] == y.to(self.device)).sum().item()
             total += len(y)
+        correct, total = all_reduce_numbers([correct, total], self.ctx,
+                                            f"evaluation of task {test_task}", self.device)
         return correct / max(total, 1)
 
     def evaluate_live(self, task: int) -> float:
@@ -248,8 +272,9 @@ class Run:
             "task_end_bytes_per_client": p.task_end_bytes / max(self.config.num_clients * len(p.acc), 1),
             "seconds": p.seconds,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        plot_accuracy_matrix(p.acc, self.run_dir / "accuracy_matrix.png", self.config.method)
+        if self.ctx.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            plot_accuracy_matrix(p.acc, self.run_dir / "accuracy_matrix.png", self.config.method)
         return summary
 
 
@@ -279,10 +304,12 @@ def plot_accuracy_matrix(acc: list[list[float]], path: Path, title: str) -> None
 def run(config: Config, run_dir: str | Path, quiet: bool = False) -> dict:
     """Runs ``config`` from the start, writing into ``run_dir``; returns the summary."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.validate().to_dict(), sort_keys=False))
-    (run_dir / "metrics.jsonl").write_text("")
-    return Run(config, run_dir, quiet).execute()
+    runner = Run(config.validate(), run_dir, quiet)
+    if runner.ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (run_dir / "metrics.jsonl").write_text("")
+    return runner.execute()
 
 
 def resume(run_dir: str | Path, quiet: bool = False) -> dict:
@@ -291,6 +318,7 @@ def resume(run_dir: str | Path, quiet: bool = False) -> dict:
     tensors, state = checkpoint.load(run_dir)
     runner = Run(Config(**state["config"]).validate(), run_dir, quiet)
     runner.restore({k: v.to(runner.device) for k, v in tensors.items()}, state["progress"])
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:runner.progress.metrics_lines]
-    (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    if runner.ctx.is_main:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:runner.progress.metrics_lines]
+        (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
     return runner.execute()

@@ -1,0 +1,134 @@
+"""Scale-out on torch.distributed: clients sharded over ranks, sums all-reduced.
+
+Launched by ``torchrun --nproc_per_node=P -m lorm run ...`` (gloo on CPU, NCCL with one
+GPU per rank). Each rank trains its share of the round's clients and adds their
+updates into a local :class:`~lorm.aggregate.Aggregator`; :func:`all_reduce_aggregator`
+sums those partial sums across ranks in one flattened buffer, and every rank then runs
+the same deterministic solve, so all ranks hold identical weights without a broadcast
+(:func:`check_identical` asserts it with a checksum every round).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from .aggregate import Aggregator
+
+T = TypeVar("T")
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    timeout_s: float = 600.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(timeout_s: float, use_cuda: bool) -> DistContext:
+    """Joins the process group torchrun describes in the environment (or none)."""
+    if not launched_by_torchrun():
+        return DistContext(timeout_s=timeout_s)
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo",
+                                timeout=timedelta(seconds=timeout_s))
+    return DistContext(dist.get_rank(), dist.get_world_size(), timeout_s)
+
+
+def shard(items: Sequence[T], ctx: DistContext) -> list[T]:
+    """This rank's share: every ``world``-th item starting at ``rank`` (deterministic)."""
+    return list(items[ctx.rank::ctx.world])
+
+
+def collective(ctx: DistContext, phase: str, fn: Callable[[], T]) -> T:
+    """Runs a collective; a failure (a peer died, or hung past the timeout) becomes an
+    error naming this rank and the phase."""
+    try:
+        return fn()
+    except Exception as exc:  # gloo/NCCL raise several types for a lost peer
+        raise RuntimeError(
+            f"rank {ctx.rank} of {ctx.world}: {phase} failed: another rank stopped or did not "
+            f"answer within {ctx.timeout_s:.0f} s ({type(exc).__name__}: {exc})") from exc
+
+
+def all_reduce_aggregator(agg: Aggregator, ctx: DistContext, phase: str, device) -> None:
+    """Sums every rank's partial sums into every rank's ``agg`` (ranks with no client
+    contribute zeros of the agreed shapes)."""
+    if not ctx.enabled:
+        return
+    sums, layers = agg.partial_sums()
+    spec = {key: tuple(value.shape) for key, value in sums.items()}
+    gathered: list = [None] * ctx.world
+    collective(ctx, f"{phase}: exchanging shapes",
+               lambda: dist.all_gather_object(gathered, (spec, layers)))
+    union: dict[str, tuple] = {}
+    for other_spec, _ in gathered:
+        union.update(other_spec)
+    names = next((other_layers for _, other_layers in gathered if other_layers), [])
+    keys = sorted(union)
+    parts = [sums[k].to(F64).flatten() if k in sums else torch.zeros(int(torch.Size(union[k]).numel()),
+                                                                     dtype=F64, device=device)
+             for k in keys]
+    counts = torch.tensor([agg.num_clients, agg.num_samples], dtype=F64, device=device)
+    buffer = torch.cat([p.to(device) for p in parts] + [counts])
+    collective(ctx, f"{phase}: all-reduce of the sums", lambda: dist.all_reduce(buffer))
+    combined, offset = {}, 0
+    for key in keys:
+        size = int(torch.Size(union[key]).numel())
+        combined[key] = buffer[offset:offset + size].reshape(union[key]).clone()
+        offset += size
+    agg.replace_sums(combined, names, int(buffer[-2].item()), int(buffer[-1].item()))
+
+
+def all_reduce_numbers(values: Sequence[float], ctx: DistContext, phase: str, device) -> list[float]:
+    """Element-wise sum of a few numbers over ranks."""
+    if not ctx.enabled:
+        return list(values)
+    t = torch.tensor(list(values), dtype=F64, device=device)
+    collective(ctx, phase, lambda: dist.all_reduce(t))
+    return t.tolist()
+
+
+def check_identical(tensors: Sequence[torch.Tensor], ctx: DistContext, phase: str, device) -> None:
+    """All ranks must hold the same weights: compares a float64 checksum per tensor."""
+    if not ctx.enabled:
+        return
+    mine = torch.stack([t.detach().to(F64).sum() for t in tensors]
+                       + [t.detach().to(F64).abs().sum() for t in tensors]).to(device)
+    everyone = [torch.empty_like(mine) for _ in range(ctx.world)]
+    collective(ctx, f"{phase}: weight checksum", lambda: dist.all_gather(everyone, mine))
+    if any(not torch.equal(everyone[0], other) for other in everyone[1:]):
+        raise RuntimeError(f"rank {ctx.rank}: {phase}: ranks hold different weights after the "
+                           "merge; the deterministic solve diverged")
+
+
+def barrier(ctx: DistContext, phase: str) -> None:
+    if ctx.enabled:
+        collective(ctx, phase, dist.barrier)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

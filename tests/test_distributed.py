@@ -1,0 +1,115 @@
+"""Clients sharded over torch.distributed ranks (gloo, loopback) equal the
+single-process run; a dead rank stops the others with a clear error, and resuming
+from the last checkpoint finishes like an uninterrupted run.
+
+Tolerance: ranks sum their clients' float64 statistics locally and all-reduce the
+partial sums, so the order of additions differs from the single-process run by
+float64 round-off (~1e-16 relative). The merged weights are stored in float32, where
+such differences vanish except at rare rounding ties; the test allows 1e-6 relative on
+the weights and requires identical accuracy matrices.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = ["num_tasks=2", "num_clients=3", "rounds=2", "local_epochs=2", "batch_size=8",
+            "num_threads=1", "dist_timeout=60"]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT)])}
+
+
+def lorm_run(out: Path, nproc: int, extra: list[str] = (), resume: bool = False):
+    args = ["--resume", str(out)] if resume else \
+        [*sum((["--set", s] for s in SETTINGS + list(extra)), []), "--output", str(out)]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "lorm", "run", "--quiet", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "lorm", "run", "--quiet", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env())
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    state = json.loads((out / "checkpoint.json").read_text())
+    return load_file(str(out / state["tensors"]))
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    result = lorm_run(out, 1)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("nproc", [2, 3])
+def test_sharded_run_equals_single_process(single, tmp_path, nproc):
+    result = lorm_run(tmp_path, nproc)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = json.loads((tmp_path / "summary.json").read_text())
+    reference = json.loads((single / "summary.json").read_text())
+    assert ours["accuracy_matrix"] == reference["accuracy_matrix"]
+    assert ours["bytes_per_client_per_round"] == reference["bytes_per_client_per_round"]
+    mine, theirs = final_weights(tmp_path), final_weights(single)
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        torch.testing.assert_close(mine[key], theirs[key], rtol=1e-6, atol=1e-7)
+
+
+CRASHING_RANK = textwrap.dedent("""
+    import os, sys
+    from lorm.fcil import load_config, run
+    from lorm.fcil.loop import Run
+    original = Run.run_round
+    def run_round(self, task, rnd):
+        if self.ctx.rank == 1 and (task, rnd) == (1, 0):
+            os._exit(3)  # the rank dies without a word
+        return original(self, task, rnd)
+    Run.run_round = run_round
+    run(load_config(None, sys.argv[2:]), sys.argv[1], quiet=True)
+""")
+
+
+def test_dead_rank_stops_the_others_and_resume_finishes(tmp_path):
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    master_port = str(port.getsockname()[1])
+    port.close()
+    procs = []
+    start = time.monotonic()
+    for rank in range(2):
+        rank_env = {**env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": master_port}
+        procs.append(subprocess.Popen([sys.executable, "-c", CRASHING_RANK, str(tmp_path),
+                                       *SETTINGS, "dist_timeout=30"],
+                                      env=rank_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    elapsed = time.monotonic() - start
+    assert procs[1].returncode == 3
+    assert procs[0].returncode != 0
+    assert "rank 0 of 2: task 1 round 0" in outputs[0][1], outputs[0][1][-2000:]
+    assert elapsed < 240
+    checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert checkpoint["progress"]["task"] == 1 and checkpoint["progress"]["round"] == 0
+
+    resumed = lorm_run(tmp_path, 2, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uninterrupted = tmp_path.parent / (tmp_path.name + "-whole")
+    assert lorm_run(uninterrupted, 2).returncode == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["accuracy_matrix"] == \
+        json.loads((uninterrupted / "summary.json").read_text())["accuracy_matrix"]
