@@ -21,16 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import reset_peak, status_mb
+
 SETTINGS = ["num_tasks=1", "beta=1.0", "min_samples_per_client=0", "rounds=2",
             "local_epochs=1", "num_threads=1"]
-
-
-def status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def run_one(clients: int) -> dict:
@@ -43,9 +37,7 @@ def run_one(clients: int) -> dict:
         (Path(tmp) / "metrics.jsonl").write_text("")
         import torch
         runner.method.start_task(runner.layers, torch.Generator().manual_seed(0))
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak: measure the rounds alone
-        baseline = status_mb("VmRSS")
+        baseline = reset_peak()  # measure the rounds alone
         seconds = []
         for rnd in range(2):
             start = time.perf_counter()

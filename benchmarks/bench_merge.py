@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 import lorm_ext
+from _memory import reset_peak, status_mb
 from lorm import Aggregator, ClientUpdate, merge
 
 RANK, CLASSES, HEAD_D, POOL = 8, 100, 768, 4
@@ -86,20 +87,9 @@ def merge_naive(pool: list[ClientUpdate], clients: int) -> None:
         p @ torch.pinverse(q)
 
 
-def status_mb(field: str) -> float:
-    """VmRSS / VmHWM of this process in MB (Linux /proc)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def run_one(method: str, alpha: float, clients: int, blocks: int) -> dict:
     pool = client_pool(blocks, alpha)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak (VmHWM) to the current RSS: measure the merge alone
-    baseline = status_mb("VmRSS")
+    baseline = reset_peak()  # measure the merge alone
     start = time.perf_counter()
     (merge_ours if method == "ours" else merge_naive)(pool, clients)
     seconds = time.perf_counter() - start

@@ -79,16 +79,11 @@ class Aggregator:
         self.num_samples += update.num_samples
 
     def _terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
-        # Kept in their wire dtype: adding float32 into a float64 sum casts on the fly.
-        terms = {}
-        for name, stats in update.layers.items():
-            if stats.p is not None:
-                terms[f"layer/{name}/p"] = stats.p
-            terms[f"layer/{name}/q"] = stats.q
-        if update.head is not None:
-            terms["head/p"], terms["head/q"] = update.head.p, update.head.q
-        if update.head_bias is not None:
-            terms["head/bias"] = update.head_bias.to(F64) * update.num_samples
+        """What ``update`` adds, by key. Tensors stay in their wire dtype: adding float32
+        into a float64 sum casts on the fly. The bias enters weighted by its sample count."""
+        terms = update.tensors()
+        if "head/bias" in terms:
+            terms["head/bias"] = terms["head/bias"].to(F64) * update.num_samples
         return terms
 
     def _reject(self, message: str):
