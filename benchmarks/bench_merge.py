@@ -120,6 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5])
+    parser.add_argument("--cases", nargs="+", metavar="ALPHA:N",
+                        help="explicit (alpha, clients) pairs instead of --alphas x --clients")
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--memory-budget-gb", type=float, default=12.0)
     parser.add_argument("--out", type=Path)
@@ -136,22 +138,23 @@ def main() -> None:
               "Ratios > 1 mean ours is faster / smaller.")
     print(header, flush=True)
     rows = []
-    for alpha in args.alphas:
+    cases = ([(float(c.split(":")[0]), int(c.split(":")[1])) for c in args.cases] if args.cases
+             else [(a, n) for a in args.alphas for n in args.clients])
+    for alpha, n in cases:
         per_client = update_mb(args.blocks, alpha)
-        for n in args.clients:
-            ours = spawn("ours", alpha, n, args.blocks)
-            held_gb = naive_memory_gb(args.blocks, alpha, n)
-            naive = (spawn("naive", alpha, n, args.blocks) if held_gb <= args.memory_budget_gb
-                     else None)
-            row = dict(alpha=alpha, clients=n, update_mb=per_client, ours=ours, naive=naive,
-                       naive_skipped_gb=None if naive else held_gb)
-            rows.append(row)
-            naive_text = (f"naive {naive['seconds']:8.2f} s {naive['peak_mb']:9.0f} MB  "
-                          f"time x{naive['seconds'] / ours['seconds']:6.2f}  "
-                          f"memory x{naive['peak_mb'] / max(ours['peak_mb'], 1):6.2f}"
-                          if naive else f"naive skipped (would hold ~{held_gb:.0f} GB)")
-            print(f"alpha {alpha:3.1f} N {n:5d}  update {per_client:7.1f} MB  ours "
-                  f"{ours['seconds']:8.2f} s {ours['peak_mb']:9.0f} MB  {naive_text}", flush=True)
+        ours = spawn("ours", alpha, n, args.blocks)
+        held_gb = naive_memory_gb(args.blocks, alpha, n)
+        naive = (spawn("naive", alpha, n, args.blocks) if held_gb <= args.memory_budget_gb
+                 else None)
+        row = dict(alpha=alpha, clients=n, update_mb=per_client, ours=ours, naive=naive,
+                   naive_skipped_gb=None if naive else held_gb)
+        rows.append(row)
+        naive_text = (f"naive {naive['seconds']:8.2f} s {naive['peak_mb']:9.0f} MB  "
+                      f"time x{naive['seconds'] / ours['seconds']:6.2f}  "
+                      f"memory x{naive['peak_mb'] / max(ours['peak_mb'], 1):6.2f}"
+                      if naive else f"naive skipped (would hold ~{held_gb:.0f} GB)")
+        print(f"alpha {alpha:3.1f} N {n:5d}  update {per_client:7.1f} MB  ours "
+              f"{ours['seconds']:8.2f} s {ours['peak_mb']:9.0f} MB  {naive_text}", flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "merge-cpu.json").write_text(json.dumps(dict(blocks=args.blocks, rows=rows),

@@ -43,14 +43,14 @@ def test_collector_matches_hand_computed_grams(model_and_layers, mode):
     for name, layer in layers.items():
         r = rows[name]
         if mode == "full":
-            torch.testing.assert_close(stats.grams[name], r.T @ r, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(stats.grams[name].double(), r.T @ r, rtol=1e-5, atol=1e-4)
         else:
-            torch.testing.assert_close(stats.grams[name], (r * r).sum(0), rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(stats.grams[name].double(), (r * r).sum(0), rtol=1e-5, atol=1e-4)
         if mode == "lowrank":
             z = r @ layer.A.detach().double().T
-            torch.testing.assert_close(stats.projected[name], z.T @ z, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(stats.projected[name].double(), z.T @ z, rtol=1e-5, atol=1e-4)
     head = rows["head"]
-    torch.testing.assert_close(stats.head_gram, head.T @ head, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(stats.head_gram.double(), head.T @ head, rtol=1e-5, atol=1e-4)
     assert stats.rows == 5
 
 

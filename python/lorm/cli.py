@@ -61,7 +61,8 @@ def cmd_run(args) -> int:
         summary = resume(args.resume, quiet=args.quiet)
         output = Path(args.resume)
     else:
-        config = load_config(args.config, args.set or [])
+        config = load_config(args.config, (args.set or []) + (["download=true"] if args.download
+                                                               else []))
         output = Path(args.output or default_output())
         summary = run(config, output, quiet=args.quiet)
     from .distributed import launched_by_torchrun as distributed
@@ -109,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="run directory (default: runs/<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue RUN_DIR after its last completed round")
+    run.add_argument("--download", action="store_true",
+                     help="let torchvision download CIFAR-100 into data_root (needs internet); "
+                     "without it nothing is ever downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 

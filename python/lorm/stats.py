@@ -32,14 +32,19 @@ class StatsCollector:
         layers: LoRA layers by name.
         mode: one of ``"diag"``, ``"full"``, ``"lowrank"``.
         head: the classifier; its input Gram is collected when given.
-        acc_dtype: accumulator dtype (float32 or float64).
+        acc_dtype: accumulator dtype (float32 or float64). By default ``(d, d)`` Grams
+            accumulate in float32 (a float32 GEMM per batch, as the reference
+            implementation does, instead of converting every row to float64) and the
+            small ``(d,)`` and ``(r, r)`` statistics in float64.
     """
 
     def __init__(self, layers: dict[str, LoRALinear], mode: str, head: nn.Linear | None = None,
-                 acc_dtype: torch.dtype = torch.float64):
+                 acc_dtype: torch.dtype | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.mode, self.acc_dtype = mode, acc_dtype
+        self.mode = mode
+        self.acc_dtype = acc_dtype or (torch.float32 if mode == "full" else torch.float64)
+        self.head_dtype = acc_dtype or torch.float32
         self.grams: dict[str, torch.Tensor] = {}       # name -> (d,) or (d, d)
         self.projected: dict[str, torch.Tensor] = {}   # name -> Z.T Z (r, r), lowrank mode
         self.head_gram: torch.Tensor | None = None
@@ -71,7 +76,7 @@ class StatsCollector:
     def _head_hook(self, module: nn.Linear, inputs, output):
         x = inputs[0].detach()
         if self.head_gram is None:
-            self.head_gram = torch.zeros(x.shape[-1], x.shape[-1], dtype=self.acc_dtype,
+            self.head_gram = torch.zeros(x.shape[-1], x.shape[-1], dtype=self.head_dtype,
                                          device=x.device)
         lorm_ext.gram_update(self.head_gram, x)
         self.rows += x.reshape(-1, x.shape[-1]).shape[0]

@@ -82,7 +82,7 @@ def cifar100(root: str, img_size: int, download: bool) -> tuple[Dataset, Dataset
         raise FileNotFoundError(
             f"CIFAR-100 not found under {root}: expected {folder}/train, test and meta (the "
             "'python version' archive from the CIFAR site, extracted into data_root), or pass "
-            "--set download=true on a machine with internet")
+            "run with --download on a machine with internet")
     train_tf, test_tf = _image_transforms(img_size)
     return (CIFAR100(root, train=True, transform=train_tf, download=download),
             CIFAR100(root, train=False, transform=test_tf, download=False), 100)
