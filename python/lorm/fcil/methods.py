@@ -7,6 +7,8 @@ what they send (a :class:`ClientUpdate` of ``(p, q)`` sums) and how the server's
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
@@ -17,15 +19,15 @@ from ..messages import ClientUpdate, SolveStats
 from ..stats import StatsCollector
 
 
-class Method:
+class Method(ABC):
     name = ""
 
     def __init__(self, alpha_backbone: float, alpha_head: float):
         self.alpha_b, self.alpha_h = alpha_backbone, alpha_head
 
+    @abstractmethod
     def trains(self, rnd: int) -> str:
         """``"A"``, ``"B"`` or ``"AB"``: the trainable factor(s) of round ``rnd``."""
-        raise NotImplementedError
 
     def message_factor(self, rnd: int) -> str:
         return self.trains(rnd) if self.trains(rnd) in ("A", "B") else "full"
@@ -52,8 +54,9 @@ class Method:
                             head=self.head_stats(head, stats, num_samples),
                             head_bias=head.bias.detach().clone())
 
+    @abstractmethod
     def layer_stats(self, rnd, layers, stats, n) -> dict[str, SolveStats]:
-        raise NotImplementedError
+        """Per LoRA layer, the (p, q) statistics this client sends."""
 
     def apply(self, rnd: int, result: MergeResult, layers: dict[str, LoRALinear], head: nn.Linear,
               gen: torch.Generator) -> None:
@@ -63,8 +66,9 @@ class Method:
             head.weight.copy_(result.head_weight)
             head.bias.copy_(result.head_bias)
 
+    @abstractmethod
     def apply_layers(self, rnd, result, layers, gen) -> None:
-        raise NotImplementedError
+        """Writes the merged layer results into the global LoRA layers."""
 
     def task_residuals(self, layers: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
         """The task's final residual ``dW_t`` per layer."""
