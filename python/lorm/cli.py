@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="lorm vs fedavg-lora on the embedded digits data "
-                          "(no download, a few minutes on 2 CPU cores)")
+                          "(no download, about a minute on 2 CPU cores)")
     demo.add_argument("--output", help="run directory (default: runs/<timestamp>)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a config (YAML preset, see configs/); under "
                          "`torchrun --nproc_per_node=P -m lorm run ...` the clients of every "
                          "round are sharded over the P ranks")
-    run.add_argument("--config", help="YAML file (default: the built-in defaults)")
+    run.add_argument("--config", help="YAML preset (default: the embedded digits benchmark)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config field, YAML syntax (repeatable)")
     run.add_argument("--output", help="run directory (default: runs/<timestamp>)")
