@@ -56,13 +56,22 @@ def single(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("nproc", [2, 3])
-def test_sharded_run_equals_single_process(single, tmp_path, nproc):
-    result = lorm_run(tmp_path, nproc)
+@pytest.mark.parametrize("nproc,participation", [(2, 1.0), (3, 1.0), (2, 0.6)])
+def test_sharded_run_equals_single_process(single, tmp_path, nproc, participation):
+    extra = [f"participation={participation}"]
+    if participation < 1.0:  # its own single-process reference with the same sampling
+        single = tmp_path / "single"
+        assert lorm_run(single, 1, extra).returncode == 0
+    result = lorm_run(tmp_path / "sharded", nproc, extra)
     assert result.returncode == 0, result.stderr[-3000:]
+    tmp_path = tmp_path / "sharded"
     ours = json.loads((tmp_path / "summary.json").read_text())
     reference = json.loads((single / "summary.json").read_text())
     assert ours["accuracy_matrix"] == reference["accuracy_matrix"]
+    sampled = [json.loads(line)["clients"] for line in (tmp_path / "metrics.jsonl").read_text()
+               .splitlines() if '"round"' in line]
+    assert sampled == [json.loads(line)["clients"] for line in (single / "metrics.jsonl")
+                       .read_text().splitlines() if '"round"' in line]
     assert ours["bytes_per_client_per_round"] == reference["bytes_per_client_per_round"]
     mine, theirs = final_weights(tmp_path), final_weights(single)
     assert mine.keys() == theirs.keys()

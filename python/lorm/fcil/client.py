@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from ..lora import LoRALinear, train_factor
 from ..stats import StatsCollector
@@ -36,7 +37,8 @@ def autocast(device: torch.device, enabled: bool):
 
 def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Linear, factor: str,
                   loader: DataLoader, task_classes: torch.Tensor, epochs: int,
-                  lrs: dict[str, float], device: torch.device, amp: bool) -> float:
+                  lrs: dict[str, float], device: torch.device, amp: bool,
+                  progress: bool = False) -> float:
     """AdamW (no weight decay) on the trainable factor(s) and the head, with
     cross-entropy over the task's classes only. Returns the last epoch's mean loss."""
     train_factor(layers, factor)
@@ -48,9 +50,9 @@ def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Line
     label_of[task_classes] = torch.arange(len(task_classes), device=device)
     model.train()
     loss_sum, batches = 0.0, 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         loss_sum, batches = 0.0, 0
-        for x, y in loader:
+        for x, y in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
             x, y = x.to(device), y.to(device)
             with autocast(device, amp):
                 logits = model(x)[:, task_classes]

@@ -139,7 +139,7 @@ class Run:
         lrs = {"A": cfg.lr_a, "B": cfg.lr_b, "head": cfg.lr_head}
         self.timed("train", train_locally, self.client_model, self.client_layers, self.client_head,
                    self.method.trains(rnd), loader, classes, cfg.local_epochs, lrs, self.device,
-                   cfg.amp)
+                   cfg.amp, progress=not self.quiet)
         mode = self.method.stats_mode(rnd)
         stats = None
         if mode is not None:
