@@ -21,6 +21,7 @@ from .messages import FACTORS, ClientUpdate, SolveStats
 
 F64 = torch.float64
 SYMMETRY_RTOL = 1e-5
+BATCHED_SOLVE_MAX_NUMEL = 1 << 20  # q up to 1024 x 1024 is stacked with its peers
 
 
 class UpdateRejected(ValueError):
@@ -72,7 +73,7 @@ class Aggregator:
             if key in self._sums:
                 self._sums[key].add_(value)
             else:
-                self._sums[key] = value.to(F64).clone()
+                self._sums[key] = value.to(F64, copy=True)
         if self._expected is None:
             self._expected = list(update.layers)
         self.num_clients += 1
@@ -211,15 +212,17 @@ def _is_symmetric(q: torch.Tensor, max_diagonal: float) -> bool:
 
 def solve_batched(
         problems: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """``p @ pinv(q)`` for every named ``(p, q)``, one :func:`lorm_ext.spd_solve` call per
-    group of equal shapes (a ViT-B has 4 groups for 48 layers)."""
+    """``p @ pinv(q)`` for every named ``(p, q)``. Small problems of equal shapes share one
+    :func:`lorm_ext.spd_solve` call (48 ViT-B B-step layers form 4 groups); large ones
+    are solved one at a time, which costs the same and never stacks copies of big Grams."""
     groups: dict[tuple, list[str]] = defaultdict(list)
     for name, (p, q) in problems.items():
-        groups[(tuple(p.shape), tuple(q.shape))].append(name)
+        small = q.numel() <= BATCHED_SOLVE_MAX_NUMEL
+        groups[(tuple(p.shape), tuple(q.shape)) if small else (name,)].append(name)
     out = {}
     for names in groups.values():
-        p = torch.stack([problems[n][0] for n in names])
-        q = torch.stack([problems[n][1] for n in names])
+        p, q = (torch.stack([problems[n][i] for n in names]) if len(names) > 1
+                else problems[names[0]][i].unsqueeze(0) for i in (0, 1))
         for name, x in zip(names, lorm_ext.spd_solve(q, p)):
             out[name] = x
     return out

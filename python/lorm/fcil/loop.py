@@ -179,8 +179,9 @@ class Run:
             record["current_task_accuracy"] = self.timed("eval", self.evaluate_live, task)
         self.log(record)
 
-    def task_end_grams(self, task: int) -> dict[str, torch.Tensor]:
-        """Every client's Grams through ``W0 + dW_t``, summed: ``Gh_t`` per layer."""
+    def task_end_grams(self, task: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The task's residuals ``dW_t`` and every client's Grams through ``W0 + dW_t``,
+        summed: ``Gh_t``, per layer."""
         cfg = self.config
         residuals = self.method.task_residuals(self.layers)
         mode = "diag" if cfg.alpha_backbone == 0 else "full"
