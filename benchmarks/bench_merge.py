@@ -116,6 +116,30 @@ def spawn(method: str, alpha: float, clients: int, blocks: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def write_results(out: Path, header: str, rows: list[dict], blocks: int, append: bool) -> None:
+    """merge-cpu.json and .md; with ``append``, rows of other (alpha, N) cases already
+    there are kept (each row was measured in its own process either way)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "merge-cpu.json"
+    if append and path.is_file():
+        new = {(r["alpha"], r["clients"]) for r in rows}
+        rows = [r for r in json.loads(path.read_text())["rows"]
+                if (r["alpha"], r["clients"]) not in new] + rows
+    rows = sorted(rows, key=lambda r: (r["alpha"], r["clients"]))
+    path.write_text(json.dumps(dict(blocks=blocks, rows=rows), indent=1))
+    lines = [header, "", "| alpha | clients | update (MB) | ours (s) | ours peak (MB) | "
+             "naive (s) | naive peak (MB) | time naive/ours | memory naive/ours |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        o, nv = r["ours"], r["naive"]
+        tail = (f"{nv['seconds']:.2f} | {nv['peak_mb']:.0f} | "
+                f"{nv['seconds'] / o['seconds']:.2f} | {nv['peak_mb'] / max(o['peak_mb'], 1):.2f}"
+                if nv else f"skipped | ~{r['naive_skipped_gb'] * 1024:.0f} held | - | -")
+        lines.append(f"| {r['alpha']} | {r['clients']} | {r['update_mb']:.1f} | "
+                     f"{o['seconds']:.2f} | {o['peak_mb']:.0f} | {tail} |")
+    (out / "merge-cpu.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
@@ -125,6 +149,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--memory-budget-gb", type=float, default=12.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other cases already in --out's merge-cpu.json")
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "ALPHA", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -156,20 +182,7 @@ def main() -> None:
         print(f"alpha {alpha:3.1f} N {n:5d}  update {per_client:7.1f} MB  ours "
               f"{ours['seconds']:8.2f} s {ours['peak_mb']:9.0f} MB  {naive_text}", flush=True)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "merge-cpu.json").write_text(json.dumps(dict(blocks=args.blocks, rows=rows),
-                                                            indent=1))
-        lines = [header, "", "| alpha | clients | update (MB) | ours (s) | ours peak (MB) | "
-                 "naive (s) | naive peak (MB) | time naive/ours | memory naive/ours |",
-                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in rows:
-            o, nv = r["ours"], r["naive"]
-            tail = (f"{nv['seconds']:.2f} | {nv['peak_mb']:.0f} | "
-                    f"{nv['seconds'] / o['seconds']:.2f} | {nv['peak_mb'] / max(o['peak_mb'], 1):.2f}"
-                    if nv else f"skipped | ~{r['naive_skipped_gb'] * 1024:.0f} held | - | -")
-            lines.append(f"| {r['alpha']} | {r['clients']} | {r['update_mb']:.1f} | "
-                         f"{o['seconds']:.2f} | {o['peak_mb']:.0f} | {tail} |")
-        (args.out / "merge-cpu.md").write_text("\n".join(lines) + "\n")
+        write_results(args.out, header, rows, args.blocks, args.append)
 
 
 if __name__ == "__main__":
