@@ -27,6 +27,10 @@ def _dtype(op: str, name: str, t: torch.Tensor, allowed) -> None:
 
 
 def _same_device(op: str, named: dict[str, torch.Tensor]) -> None:
+    meta = [name for name, t in named.items() if t.device.type == "meta"]
+    if meta:
+        _fail(op, f"{', '.join(meta)} on the meta device: eager calls need real tensors "
+                  "(meta/fake tensors are for torch.compile tracing)")
     devices = {name: t.device for name, t in named.items()}
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
@@ -44,6 +48,27 @@ def _accumulator(op: str, name: str, acc: torch.Tensor, shapes: list[tuple[int, 
         _fail(op, f"{name} requires grad; accumulators are plain statistics buffers")
 
 
+def _byte_range(t: torch.Tensor) -> tuple[int, int]:
+    """First and one-past-last byte of ``t`` inside its storage."""
+    start = t.storage_offset() * t.element_size()
+    extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+    return start, start + (extent + 1) * t.element_size()
+
+
+def _no_overlap(op: str, acc_name: str, acc: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
+    """An accumulator written in place must not share memory with what the op reads."""
+    if torch.compiler.is_compiling() or acc.numel() == 0:
+        return
+    acc_start, acc_end = _byte_range(acc)
+    for name, t in inputs.items():
+        if t.numel() == 0 or t.untyped_storage().data_ptr() != acc.untyped_storage().data_ptr():
+            continue
+        start, end = _byte_range(t)
+        if start < acc_end and acc_start < end:
+            _fail(op, f"{acc_name} overlaps {name} in memory; the accumulator must be a "
+                      "separate buffer")
+
+
 def _rows(op: str, x: torch.Tensor) -> int:
     _tensor(op, "x", x)
     if x.dim() < 1:
@@ -58,6 +83,7 @@ def check_gram_update(acc, x) -> None:
     d = _rows(op, x)
     _accumulator(op, "acc", acc, [(d, d), (d,)])
     _same_device(op, {"acc": acc, "x": x})
+    _no_overlap(op, "acc", acc, {"x": x})
 
 
 def check_lowrank_gram_update(acc, x, a, diag_acc) -> None:
@@ -78,6 +104,10 @@ def check_lowrank_gram_update(acc, x, a, diag_acc) -> None:
         _accumulator(op, "diag_acc", diag_acc, [(d,)])
         named["diag_acc"] = diag_acc
     _same_device(op, named)
+    inputs = {"x": x, "a": a}
+    _no_overlap(op, "acc", acc, {**inputs, **({} if diag_acc is None else {"diag_acc": diag_acc})})
+    if diag_acc is not None:
+        _no_overlap(op, "diag_acc", diag_acc, inputs)
     if not torch.isfinite(a).all():
         _fail(op, "a contains NaN or Inf")
 

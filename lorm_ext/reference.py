@@ -32,10 +32,19 @@ def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
         diag_acc += (rows * rows).sum(0).to(diag_acc.dtype)
 
 
+NEGATIVE_RTOL = 1e-4  # as kNegativeRtol in csrc/solve.cpp
+
+
 def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """``p @ pinv(q)`` in float64; ``q (..., d)`` means ``diag(q)``."""
+    """``p @ pinv(q)`` in float64; ``q (..., d)`` means ``diag(q)``. Subnormal entries
+    of ``q`` count as 0; an eigenvalue below ``-NEGATIVE_RTOL * max|eigenvalue|``
+    raises ValueError (``q`` is not PSD)."""
     out_dtype = torch.promote_types(q.dtype, p.dtype)
     q64 = q.to(torch.float64)
+    q64 = torch.where(q64.abs() < torch.finfo(torch.float64).tiny, 0.0, q64)
     if q.dim() == p.dim() - 1:
         q64 = torch.diag_embed(q64)
+    w = torch.linalg.eigvalsh(q64) if q64.numel() else q64.new_zeros(1)
+    if bool((w.amin(-1) < -NEGATIVE_RTOL * w.abs().amax(-1)).any()):
+        raise ValueError("spd_solve: q is not positive semi-definite")
     return (p.to(torch.float64) @ torch.linalg.pinv(q64, hermitian=True)).to(out_dtype)

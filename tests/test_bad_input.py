@@ -26,7 +26,7 @@ GRAM_CASES = [
     ("x must be one of", lambda: (filled((4,)), torch.ones(3, 4, dtype=torch.int64))),
     ("acc must be one of", lambda: (filled((4,), torch.float16), torch.randn(3, 4))),
     ("0-d", lambda: (filled((1,)), torch.tensor(1.0))),
-    ("different devices", lambda: (filled((4,)), torch.randn(3, 4, device="meta"))),
+    ("meta device", lambda: (filled((4,)), torch.randn(3, 4, device="meta"))),
     ("NaN or Inf", lambda: (filled((4, 4)), torch.tensor([[1.0, float("nan"), 0.0, 2.0]]))),
     ("NaN or Inf", lambda: (filled((4,)), torch.tensor([[1.0, float("inf"), 0.0, 2.0]]))),
     ("NaN or Inf", lambda: (filled((4,), torch.float32), torch.full((2, 4), 1e30))),
@@ -58,7 +58,7 @@ LOWRANK_CASES = [
                                 torch.tensor([[1.0, 0, 0, 0], [0, float("nan"), 0, 0]]), None)),
     ("x contains NaN", lambda: (filled((2, 2)), torch.tensor([[float("nan"), 1, 2, 3]]),
                                 torch.randn(2, 4), filled((4,)))),
-    ("different devices", lambda: lowrank_args()[:2] + (torch.randn(2, 4, device="meta"), None)),
+    ("meta device", lambda: lowrank_args()[:2] + (torch.randn(2, 4, device="meta"), None)),
 ]
 
 
@@ -93,7 +93,7 @@ SOLVE_CASES = [
     ("q contains NaN", lambda: (torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), torch.randn(1, 2))),
     ("p contains NaN", lambda: (torch.eye(2), torch.tensor([[float("inf"), 1.0]]))),
     ("q must be one of", lambda: (torch.eye(2, dtype=torch.int32), torch.randn(1, 2))),
-    ("different devices", lambda: (torch.eye(2), torch.randn(1, 2, device="meta"))),
+    ("meta device", lambda: (torch.eye(2), torch.randn(1, 2, device="meta"))),
 ]
 
 

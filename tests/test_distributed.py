@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from lorm.fcil import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["num_tasks=2", "num_clients=3", "rounds=2", "local_epochs=2", "batch_size=8",
@@ -44,8 +44,7 @@ def lorm_run(out: Path, nproc: int, extra: list[str] = (), resume: bool = False)
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    state = json.loads((out / "checkpoint.json").read_text())
-    return load_file(str(out / state["tensors"]))
+    return checkpoint.load(out)[0]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +112,8 @@ def test_dead_rank_stops_the_others_and_resume_finishes(tmp_path):
     assert procs[0].returncode != 0
     assert "rank 0 of 2: task 1 round 0" in outputs[0][1], outputs[0][1][-2000:]
     assert elapsed < 240
-    checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
-    assert checkpoint["progress"]["task"] == 1 and checkpoint["progress"]["round"] == 0
+    progress = checkpoint.latest_state(tmp_path)["progress"]
+    assert progress["task"] == 1 and progress["round"] == 0
 
     resumed = lorm_run(tmp_path, 2, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

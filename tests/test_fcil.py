@@ -11,6 +11,7 @@ from lorm import merge
 from lorm.fcil import load_config, run
 from lorm.fcil.config import apply_overrides
 from lorm.fcil.data import build_benchmark, dirichlet_partition, sample_clients, split_classes
+from lorm.fcil import checkpoint
 from lorm.fcil.loop import Run, resume
 from lorm.fcil.metrics import summarize
 
@@ -32,7 +33,7 @@ def test_run_learns_and_writes_its_directory(lorm_run):
     assert summary["average_incremental_accuracy"] > 0.3     # 10 classes: chance is 0.1
     assert summary["final_average_accuracy"] > 0.15
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "accuracy_matrix.png",
-                 "checkpoint.json"):
+                 "checkpoint-000016.json"):  # 1 initial save + (2 rounds + task end) x 5
         assert (out / name).is_file(), name
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records].count("round") == 10
@@ -52,7 +53,7 @@ def test_resume_equals_uninterrupted(lorm_run, tmp_path, monkeypatch):
     monkeypatch.setattr(Run, "run_round", crash_at_task_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(load_config(None, TINY), tmp_path, quiet=True)
-    assert json.loads((tmp_path / "checkpoint.json").read_text())["progress"]["task"] == 2
+    assert checkpoint.latest_state(tmp_path)["progress"]["task"] == 2
     monkeypatch.setattr(Run, "run_round", original)
     resumed = resume(tmp_path, quiet=True)
     assert resumed["accuracy_matrix"] == uninterrupted["accuracy_matrix"]
@@ -142,7 +143,7 @@ def test_config_overrides_and_errors(tmp_path):
     assert config.rank == 8 and config.lr_a == 0.01 and config.targets == ["attn.qkv"]
     with pytest.raises(ValueError, match="unknown config keys"):
         apply_overrides(config, ["rnak=3"])
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="method = 'sgd': must be one of"):
         load_config(None, ["method=sgd"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

@@ -10,6 +10,8 @@ other clients survive. :meth:`Aggregator.result` solves every layer with
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -20,12 +22,31 @@ import lorm_ext
 from .messages import FACTORS, ClientUpdate, SolveStats
 
 F64 = torch.float64
-SYMMETRY_RTOL = 1e-5
+NEGATIVE_RTOL = 1e-5       # diagonal entries / curvature below -rtol * scale are not round-off
+CURVATURE_PROBES = 8       # random directions v along which v.T q v must not be negative
+FINITE_LIMIT = sys.float_info.max
 BATCHED_SOLVE_MAX_NUMEL = 1 << 20  # q up to 1024 x 1024 is stacked with its peers
 
 
 class UpdateRejected(ValueError):
     """A client update does not fit this aggregator; nothing was added."""
+
+
+class MergeError(ValueError):
+    """The summed statistics do not give a usable merge (indefinite or overflowing);
+    the sums are kept as they were."""
+
+
+def finite_results(results: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``results`` cast to ``dtype``; raises :class:`MergeError` naming any entry that is
+    not finite after the cast (a solve never hands back Inf or NaN silently)."""
+    out = {name: t.to(dtype) for name, t in results.items()}
+    bad = [name for name, t in out.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise MergeError(f"the merge of {', '.join(bad)} is not finite in "
+                         f"{str(dtype).replace('torch.', '')}: the summed statistics are too "
+                         "ill-conditioned or too large")
+    return out
 
 
 @dataclass
@@ -62,27 +83,35 @@ class Aggregator:
         self.task, self.round, self.factor, self.dtype = task, round, factor, dtype
         self._expected = None if layers is None else list(layers)
         self._sums: dict[str, torch.Tensor] = {}
+        self._bounds: dict[str, float] = {}  # upper bounds of max |sum| per key
         self.num_clients = 0
         self.num_samples = 0
 
     # -- adding -----------------------------------------------------------------------
     def add(self, update: ClientUpdate) -> None:
-        """Validates ``update`` completely, then adds it to the running sums."""
+        """Validates ``update`` completely, then adds it to the running sums.
+
+        Raises :class:`UpdateRejected` (sums bit-identical to before) when any part of
+        it is malformed, non-finite, not symmetric or not PSD where a Gram must be, or
+        would make a running sum overflow."""
         terms = self._validated_terms(update)
-        for key, value in terms.items():
+        for key, (value, magnitude) in terms.items():
             if key in self._sums:
                 self._sums[key].add_(value)
+                self._bounds[key] += magnitude
             else:
                 self._sums[key] = value.to(F64, copy=True)
+                self._bounds[key] = magnitude
         if self._expected is None:
             self._expected = list(update.layers)
         self.num_clients += 1
         self.num_samples += update.num_samples
 
     def _terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
-        """What ``update`` adds, by key. Tensors stay in their wire dtype: adding float32
-        into a float64 sum casts on the fly. The bias enters weighted by its sample count."""
-        terms = update.tensors()
+        """What ``update`` adds, by key, detached. Tensors stay in their wire dtype:
+        adding float32 into a float64 sum casts on the fly. The bias enters weighted by
+        its sample count."""
+        terms = {key: t.detach() for key, t in update.tensors().items()}
         if "head/bias" in terms:
             terms["head/bias"] = terms["head/bias"].to(F64) * update.num_samples
         return terms
@@ -90,8 +119,9 @@ class Aggregator:
     def _reject(self, message: str):
         raise UpdateRejected(f"update rejected ({message}); the running sums are unchanged")
 
-    def _validated_terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
-        """The float64 terms ``update`` adds, after checking every one of them."""
+    def _validated_terms(self, update: ClientUpdate) -> dict[str, tuple[torch.Tensor, float]]:
+        """The terms ``update`` adds with their largest magnitudes, after checking every
+        one of them."""
         if not isinstance(update, ClientUpdate):
             self._reject(f"expected a ClientUpdate, got {type(update).__name__}")
         where = (update.task, update.round, update.factor)
@@ -99,8 +129,9 @@ class Aggregator:
             self._reject(f"it is for task {update.task}, round {update.round}, factor "
                          f"{update.factor!r}; this aggregator takes task {self.task}, round "
                          f"{self.round}, factor {self.factor!r}")
-        if not isinstance(update.num_samples, int) or update.num_samples <= 0:
-            self._reject(f"num_samples must be a positive int, got {update.num_samples!r}")
+        samples = update.num_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
+            self._reject(f"num_samples must be a positive int, got {samples!r}")
         if self._expected is not None and set(update.layers) != set(self._expected):
             missing = sorted(set(self._expected) - set(update.layers))
             extra = sorted(set(update.layers) - set(self._expected))
@@ -108,29 +139,39 @@ class Aggregator:
         if self.num_clients and (update.head is None) != ("head/q" not in self._sums):
             self._reject("head statistics present in some updates and not in others")
         for name, stats in update.layers.items():
-            self._validate_stats(f"layer {name!r}", stats, needs_p=self.factor != "G")
+            self._validate_stats(f"layer {name!r}", stats, gram_only=self.factor == "G")
         if update.head is not None:
-            self._validate_stats("head", update.head, needs_p=True)
+            if self.factor == "G":
+                self._reject("an end-of-task ('G') update carries no head statistics")
+            self._validate_stats("head", update.head, gram_only=False)
         if (update.head is None) != (update.head_bias is None):
             self._reject("head statistics and head bias must come together")
         if update.head_bias is not None:
             self._check_tensor("head bias", update.head_bias, (update.head.p.shape[0],))
-        terms = self._terms(update)
-        for key, value in terms.items():
+        terms = {}
+        for key, value in self._terms(update).items():
             if key in self._sums and self._sums[key].shape != value.shape:
                 self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
                              f"{tuple(self._sums[key].shape)}")
+            magnitude = _max_abs(value)
+            # |sum + term| <= bound + max|term|: below the float64 limit, no entry overflows.
+            if not magnitude <= FINITE_LIMIT - self._bounds.get(key, 0.0):
+                self._reject(f"{key}: adding values up to {magnitude:.3g} would overflow the "
+                             "float64 running sum")
+            terms[key] = (value, magnitude)
         return terms
 
     def _check_tensor(self, what: str, t, shape: tuple | None = None) -> None:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             self._reject(f"{what} must be a floating-point tensor")
+        if t.device.type == "meta":
+            self._reject(f"{what} is a meta tensor (no values)")
         if shape is not None and tuple(t.shape) != tuple(shape):
             self._reject(f"{what} has shape {tuple(t.shape)}, expected {tuple(shape)}")
         if not bool(torch.isfinite(t).all()):
             self._reject(f"{what} contains NaN or Inf")
 
-    def _validate_stats(self, what: str, stats: SolveStats, needs_p: bool) -> None:
+    def _validate_stats(self, what: str, stats: SolveStats, gram_only: bool) -> None:
         if not isinstance(stats, SolveStats):
             self._reject(f"{what}: expected SolveStats, got {type(stats).__name__}")
         q = stats.q
@@ -138,16 +179,20 @@ class Aggregator:
         if q.dim() == 2:
             if q.shape[0] != q.shape[1]:
                 self._reject(f"{what} q must be square, got {tuple(q.shape)}")
-            diagonal = torch.diagonal(q).to(F64)
-            if not _is_symmetric(q, diagonal.abs().max().item()):
+            if not torch.equal(q, q.mT):
                 self._reject(f"{what} q is not symmetric")
+            diagonal = torch.diagonal(q).to(F64)
         elif q.dim() == 1:
             diagonal = q.to(F64)
         else:
             self._reject(f"{what} q must be (d, d) or (d,), got {tuple(q.shape)}")
-        if (diagonal < -SYMMETRY_RTOL * diagonal.abs().max()).any():
+        if diagonal.numel() and (diagonal < -NEGATIVE_RTOL * diagonal.abs().max()).any():
             self._reject(f"{what} q has a negative diagonal entry: not a Gram")
-        if not needs_p:
+        if q.dim() == 2 and _has_negative_curvature(q, diagonal):
+            self._reject(f"{what} q has negative curvature along a random direction: not a Gram")
+        if gram_only:
+            if stats.p is not None:
+                self._reject(f"{what} carries p, but an end-of-task ('G') update sends only q")
             return
         if stats.p is None:
             self._reject(f"{what} p is missing (factor {self.factor!r} needs it)")
@@ -165,6 +210,7 @@ class Aggregator:
                      num_samples: int) -> None:
         """Installs sums combined elsewhere (e.g. all-reduced over ranks)."""
         self._sums, self._expected = dict(sums), list(layers)
+        self._bounds = {key: _max_abs(value) for key, value in self._sums.items()}
         self.num_clients, self.num_samples = num_clients, num_samples
 
     # -- results ------------------------------------------------------------------------
@@ -186,28 +232,34 @@ class Aggregator:
             raise ValueError("a Gram-only ('G') aggregator has nothing to solve: use sums()")
         problems = self.sums()
         solved = solve_batched({name: (s.p, s.q) for name, s in problems.items()})
-        head_w = solved.pop("head", None)
         head_b = self._sums.get("head/bias")
-        return MergeResult(
-            layers={n: t.to(self.dtype) for n, t in solved.items()},
-            head_weight=None if head_w is None else head_w.to(self.dtype),
-            head_bias=None if head_b is None else (head_b / self.num_samples).to(self.dtype),
-            num_clients=self.num_clients, num_samples=self.num_samples)
+        if head_b is not None:
+            solved["head bias"] = head_b / self.num_samples
+        merged = finite_results(solved, self.dtype)
+        return MergeResult(layers=merged, head_weight=merged.pop("head", None),
+                           head_bias=merged.pop("head bias", None),
+                           num_clients=self.num_clients, num_samples=self.num_samples)
 
     def _require_clients(self) -> None:
         if self.num_clients == 0:
             raise ValueError("no client update has been added yet")
 
 
-def _is_symmetric(q: torch.Tensor, max_diagonal: float) -> bool:
-    """Randomised test: ``(q - q.T) v`` for a random ``v`` is 0 only for symmetric ``q``
-    (almost surely). Two matrix-vector products; no ``(d, d)`` temporary."""
-    gen = torch.Generator(device=q.device).manual_seed(q.shape[0])
-    v = torch.randn(q.shape[0], 1, dtype=q.dtype, device=q.device, generator=gen)
-    difference = (q @ v - q.T @ v).norm().item()
-    # For a PSD q every |q_jk| <= max diag, so |q v| <= sqrt(d) * max diag * |v|.
-    scale = max_diagonal * (q.shape[0] ** 0.5) * v.norm().item()
-    return difference <= SYMMETRY_RTOL * max(scale, 1e-300)
+def _max_abs(t: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(t, float("inf"), dtype=F64)) if t.numel() else 0.0
+
+
+def _has_negative_curvature(q: torch.Tensor, diagonal: torch.Tensor) -> bool:
+    """``v.T q v`` clearly below 0 for one of a few random ``v`` (a PSD q gives >= 0).
+    The directions come from the OS's entropy, so a crafted q cannot be tuned to them."""
+    d = q.shape[0]
+    if d == 0:
+        return False
+    gen = torch.Generator(device=q.device).manual_seed(int.from_bytes(os.urandom(8), "little"))
+    v = torch.randn(d, CURVATURE_PROBES, dtype=F64, device=q.device, generator=gen).to(q.dtype)
+    curvature = (v * (q @ v)).sum(0, dtype=F64)
+    # E[v.T q v] = trace(q) for standard normal v: the natural scale of round-off.
+    return bool((curvature < -NEGATIVE_RTOL * diagonal.abs().sum()).any())
 
 
 def solve_batched(
@@ -223,7 +275,11 @@ def solve_batched(
     for names in groups.values():
         p, q = (torch.stack([problems[n][i] for n in names]) if len(names) > 1
                 else problems[names[0]][i].unsqueeze(0) for i in (0, 1))
-        for name, x in zip(names, lorm_ext.spd_solve(q, p)):
+        try:
+            solved = lorm_ext.spd_solve(q, p)
+        except ValueError as exc:
+            raise MergeError(f"solving {', '.join(names)}: {exc}") from None
+        for name, x in zip(names, solved):
             out[name] = x
     return out
 
@@ -274,5 +330,5 @@ class CrossTaskMerger:
         """``dW_merged`` ``(o, d)`` per layer."""
         if not self.num_tasks:
             raise ValueError("no task has been added yet")
-        solved = solve_batched({n: (self._sw[n], self._sg[n]) for n in self._sw})
-        return {n: t.to(dtype) for n, t in solved.items()}
+        return finite_results(solve_batched({n: (self._sw[n], self._sg[n]) for n in self._sw}),
+                              dtype)

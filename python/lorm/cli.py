@@ -52,19 +52,26 @@ def cmd_demo(args) -> int:
 def cmd_run(args) -> int:
     from .distributed import launched_by_torchrun
     from .fcil import load_config, run
-    from .fcil.loop import resume
+    from .fcil.loop import RESUME_SETTABLE, resume
 
     if launched_by_torchrun() and not (args.output or args.resume):
         raise ValueError("under torchrun every rank must name the same run directory: "
                          "pass --output DIR (or --resume DIR)")
     if args.resume:
-        summary = resume(args.resume, quiet=args.quiet)
+        fixed = [flag for flag, given in (("--config", args.config), ("--output", args.output),
+                                          ("--download", args.download),
+                                          ("--overwrite", args.overwrite)) if given]
+        if fixed:
+            raise ValueError(f"--resume continues a run as it was configured: drop "
+                             f"{', '.join(fixed)} (--set may change only "
+                             f"{', '.join(RESUME_SETTABLE)})")
+        summary = resume(args.resume, quiet=args.quiet, overrides=args.set)
         output = Path(args.resume)
     else:
         config = load_config(args.config, (args.set or []) + (["download=true"] if args.download
                                                                else []))
         output = Path(args.output or default_output())
-        summary = run(config, output, quiet=args.quiet)
+        summary = run(config, output, quiet=args.quiet, overwrite=args.overwrite)
     from .distributed import launched_by_torchrun as distributed
     if not distributed() or int(os.environ.get("RANK", "0")) == 0:
         print(_table([(summary["config"]["method"], summary, sum(summary["seconds"].values()))]))
@@ -109,7 +116,11 @@ def parser() -> argparse.ArgumentParser:
                      help="override a config field, YAML syntax (repeatable)")
     run.add_argument("--output", help="run directory (default: runs/<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue RUN_DIR after its last completed round")
+                     help="continue RUN_DIR after its last whole checkpoint (exactly as if "
+                     "uninterrupted); only --set num_threads/dist_timeout may go with it")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace what --output DIR holds (only once the new run has started "
+                     "cleanly); without it a non-empty DIR is refused")
     run.add_argument("--download", action="store_true",
                      help="let torchvision download CIFAR-100 into data_root (needs internet); "
                      "without it nothing is ever downloaded")
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # expected: config, data, weights, checkpoints, dirs
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -10,6 +10,7 @@ the same deterministic solve, so all ranks hold identical weights without a broa
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,14 +80,13 @@ def all_reduce_aggregator(agg: Aggregator, ctx: DistContext, phase: str, device)
     if not ctx.enabled:
         return
     sums, layers = agg.partial_sums()
-    spec = {key: tuple(value.shape) for key, value in sums.items()}
-    gathered: list = [None] * ctx.world
-    collective(ctx, f"{phase}: exchanging shapes",
-               lambda: dist.all_gather_object(gathered, (spec, layers)))
+    spec = {key: list(value.shape) for key, value in sums.items()}
+    gathered = all_gather_json({"spec": spec, "layers": layers}, ctx,
+                               f"{phase}: exchanging shapes", device)
     union: dict[str, tuple] = {}
-    for other_spec, _ in gathered:
-        union.update(other_spec)
-    names = next((other_layers for _, other_layers in gathered if other_layers), [])
+    for other in gathered:
+        union.update({key: tuple(shape) for key, shape in other["spec"].items()})
+    names = next((other["layers"] for other in gathered if other["layers"]), [])
     keys = sorted(union)
     parts = [sums[k].to(F64).flatten() if k in sums else torch.zeros(int(torch.Size(union[k]).numel()),
                                                                      dtype=F64, device=device)
@@ -102,6 +102,21 @@ def all_reduce_aggregator(agg: Aggregator, ctx: DistContext, phase: str, device)
     agg.replace_sums(combined, names, int(buffer[-2].item()), int(buffer[-1].item()))
 
 
+def all_gather_json(value, ctx: DistContext, phase: str, device) -> list:
+    """Every rank's JSON-serialisable ``value``, in rank order. Travels as UTF-8 bytes in
+    uint8 tensors (two all-gathers: lengths, then padded bytes): nothing is unpickled."""
+    payload = torch.tensor(list(json.dumps(value).encode()), dtype=torch.uint8, device=device)
+    length = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
+    lengths = [torch.empty_like(length) for _ in range(ctx.world)]
+    collective(ctx, phase, lambda: dist.all_gather(lengths, length))
+    longest = max(int(n) for n in lengths)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[:payload.numel()] = payload
+    everyone = [torch.empty_like(padded) for _ in range(ctx.world)]
+    collective(ctx, phase, lambda: dist.all_gather(everyone, padded))
+    return [json.loads(bytes(t[:int(n)].cpu().tolist()).decode()) for t, n in zip(everyone, lengths)]
+
+
 def all_reduce_numbers(values: Sequence[float], ctx: DistContext, phase: str, device) -> list[float]:
     """Element-wise sum of a few numbers over ranks."""
     if not ctx.enabled:
@@ -111,17 +126,23 @@ def all_reduce_numbers(values: Sequence[float], ctx: DistContext, phase: str, de
     return t.tolist()
 
 
-def check_identical(tensors: Sequence[torch.Tensor], ctx: DistContext, phase: str, device) -> None:
-    """All ranks must hold the same weights: compares a float64 checksum per tensor."""
+def check_identical(tensors: dict[str, torch.Tensor], ctx: DistContext, phase: str, device) -> None:
+    """All ranks must hold the same weights: compares a float64 checksum per tensor and
+    names the first tensor that differs."""
     if not ctx.enabled:
         return
-    mine = torch.stack([t.detach().to(F64).sum() for t in tensors]
-                       + [t.detach().to(F64).abs().sum() for t in tensors]).to(device)
+    names = sorted(tensors)
+    values = [tensors[name] for name in names]
+    mine = torch.stack([t.detach().to(F64).sum() for t in values]
+                       + [t.detach().to(F64).abs().sum() for t in values]).to(device)
     everyone = [torch.empty_like(mine) for _ in range(ctx.world)]
     collective(ctx, f"{phase}: weight checksum", lambda: dist.all_gather(everyone, mine))
-    if any(not torch.equal(everyone[0], other) for other in everyone[1:]):
+    differs = torch.stack([other != everyone[0] for other in everyone[1:]]).any(0)
+    if bool(differs.any()):
+        index = int(differs.nonzero()[0]) % len(values)
         raise RuntimeError(f"rank {ctx.rank}: {phase}: ranks hold different weights after the "
-                           "merge; the deterministic solve diverged")
+                           f"merge (first: {names[index]!r}); the deterministic solve "
+                           "diverged")
 
 
 def barrier(ctx: DistContext, phase: str) -> None:

@@ -36,8 +36,14 @@ def _same_length(**lists: Sequence) -> int:
     return next(iter(lengths.values()))
 
 
+def symmetric(m: torch.Tensor) -> torch.Tensor:
+    """``(m + m.T) / 2``: exactly symmetric (IEEE addition commutes), as the server
+    requires of every ``(d, d)`` q; float round-off can leave a computed Gram off by an ulp."""
+    return (m + m.mT) * 0.5
+
+
 def regularize_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``alpha * G + (1 - alpha) * diag(G)`` in float64.
+    """``alpha * G + (1 - alpha) * diag(G)`` in float64, exactly symmetric.
 
     Args:
         gram: ``(d, d)`` raw Gram, or its diagonal ``(d,)`` (only with ``alpha = 0``).
@@ -57,7 +63,7 @@ def regularize_gram(gram: torch.Tensor, alpha: float) -> torch.Tensor:
     diagonal = torch.diagonal(g)
     if alpha == 0.0:
         return diagonal.clone()
-    out = alpha * g
+    out = alpha * symmetric(g)
     out.diagonal().add_((1.0 - alpha) * diagonal)
     return out
 
@@ -69,7 +75,7 @@ def weight_by(m: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
 
 def project_gram(a: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     """``H = A Gt A.T`` ``(r, r)`` for ``A`` ``(r, d)`` and a regularised Gram ``(d, d)`` or ``(d,)``."""
-    return weight_by(a, gram) @ a.to(F64).T
+    return symmetric(weight_by(a, gram) @ a.to(F64).T)
 
 
 def lowrank_h(a: torch.Tensor, zz: torch.Tensor, diagonal: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -78,7 +84,7 @@ def lowrank_h(a: torch.Tensor, zz: torch.Tensor, diagonal: torch.Tensor, alpha: 
     equal to :func:`project_gram` of the regularised Gram without any ``(d, d)`` matrix."""
     alpha = _check_alpha(alpha)
     a64 = a.to(F64)
-    return alpha * zz.to(F64) + (1.0 - alpha) * (a64 * diagonal.to(F64)) @ a64.T
+    return symmetric(alpha * zz.to(F64) + (1.0 - alpha) * (a64 * diagonal.to(F64)) @ a64.T)
 
 
 def full_stats(w: torch.Tensor, gram: torch.Tensor, alpha: float) -> SolveStats:
@@ -96,7 +102,7 @@ def a_step_stats(a: torch.Tensor, gram: torch.Tensor, alpha: float) -> SolveStat
 def b_step_stats(b: torch.Tensor, h: torch.Tensor) -> SolveStats:
     """B-step statistics of a client's ``B_i`` ``(o, r)`` given ``H_i`` ``(r, r)``
     (:func:`project_gram` or :func:`lowrank_h`): ``p = B_i H_i``, ``q = H_i``."""
-    h64 = h.to(F64)
+    h64 = symmetric(h.to(F64))
     return SolveStats(p=b.to(F64) @ h64, q=h64)
 
 

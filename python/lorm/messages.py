@@ -8,13 +8,19 @@ LoRA layer, one :class:`SolveStats`:
 - end of task (``factor = "G"``): only ``q = Gt_i`` (the server holds ``B_t A_t``);
 
 plus the head's RegMean statistics, the head bias and the sample count. On the wire
-(:meth:`ClientUpdate.to_bytes`) a symmetric ``q`` travels as its upper triangle.
+(:meth:`ClientUpdate.to_bytes`) a symmetric ``q`` travels as its upper triangle, inside
+an envelope: ``MAGIC`` (8 bytes), the sha256 of the body (32 bytes), then the body, a
+safetensors blob whose metadata holds task, round, factor, sample count and the wire
+version. :meth:`ClientUpdate.from_bytes` checks all of it and raises
+:class:`MalformedUpdate` for anything else; nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -23,7 +29,16 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 FACTORS = ("A", "B", "G", "full")
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+MAGIC = b"LORMUPD\0"
+DIGEST_BYTES = 32
+ENVELOPE_BYTES = len(MAGIC) + DIGEST_BYTES
+META_KEYS = {"task", "round", "factor", "num_samples", "version"}
+WIRE_KEY = re.compile(r"^(layer/.+/(p|q|q_triu)|head/(p|q|q_triu|bias))$")
+
+
+class MalformedUpdate(ValueError):
+    """Bytes that are not a whole, undamaged lorm ClientUpdate of this wire version."""
 
 
 @dataclass
@@ -79,32 +94,57 @@ class ClientUpdate:
         return itemsize * sum(_wire_numel(name, t) for name, t in self.tensors().items())
 
     def nbytes(self, wire_dtype: torch.dtype = torch.float32) -> int:
-        """Exact size of :meth:`to_bytes`: the payload plus the safetensors header."""
+        """Exact size of :meth:`to_bytes`: the payload, the safetensors header and the
+        envelope."""
         return len(self.to_bytes(wire_dtype))
 
     def to_bytes(self, wire_dtype: torch.dtype = torch.float32) -> bytes:
-        """safetensors bytes; the metadata header holds task, round, factor, sample count."""
+        """The wire message: envelope + safetensors body (see the module docstring)."""
         packed, seen = {}, set()
         for name, t in self.tensors().items():
             key, t = _pack(name, t)
-            t = t.to(wire_dtype).contiguous()
+            t = t.detach().to(wire_dtype).contiguous()
             if t.data_ptr() in seen:  # safetensors refuses tensors that share memory
                 t = t.clone()
             seen.add(t.data_ptr())
             packed[key] = t
         meta = dict(task=self.task, round=self.round, factor=self.factor,
                     num_samples=self.num_samples, version=WIRE_VERSION)
-        return st_save(packed, metadata={"lorm": json.dumps(meta)})
+        body = st_save(packed, metadata={"lorm": json.dumps(meta)})
+        return MAGIC + hashlib.sha256(body).digest() + body
 
     @classmethod
     def from_bytes(cls, data: bytes, dtype: torch.dtype = torch.float64) -> "ClientUpdate":
-        """Inverse of :meth:`to_bytes`; tensors come back in ``dtype``."""
-        meta = _read_metadata(data)
-        tensors = st_load(data)
+        """Inverse of :meth:`to_bytes`; tensors come back in ``dtype``.
+
+        Raises:
+            MalformedUpdate: wrong magic, checksum mismatch (damaged in transit),
+                another wire version, bad metadata, unknown or missing tensors.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedUpdate(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < ENVELOPE_BYTES or data[:len(MAGIC)] != MAGIC:
+            raise MalformedUpdate("not a lorm ClientUpdate: the envelope's magic bytes are missing")
+        body = data[ENVELOPE_BYTES:]
+        if hashlib.sha256(body).digest() != data[len(MAGIC):ENVELOPE_BYTES]:
+            raise MalformedUpdate("checksum mismatch: the message was truncated or damaged")
+        try:
+            return cls._parse(body, dtype)
+        except MalformedUpdate:
+            raise
+        except Exception as exc:  # safetensors, JSON and shape errors of a bad body
+            raise MalformedUpdate(f"unreadable body ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _parse(cls, body: bytes, dtype: torch.dtype) -> "ClientUpdate":
+        meta = _read_metadata(body)
         layers: dict[str, dict[str, torch.Tensor]] = {}
         update = cls(task=meta["task"], round=meta["round"], factor=meta["factor"],
                      num_samples=meta["num_samples"])
-        for wire_key, wire_tensor in tensors.items():
+        for wire_key, wire_tensor in sorted(st_load(body).items()):
+            if not WIRE_KEY.match(wire_key):
+                raise MalformedUpdate(f"unexpected tensor {wire_key!r}")
             key, t = _unpack(wire_key, wire_tensor.to(dtype))
             parts = key.split("/")
             if parts[0] == "layer":
@@ -113,6 +153,8 @@ class ClientUpdate:
                 update.head_bias = t
             else:
                 layers.setdefault("\0head", {})[parts[-1]] = t
+        if any("q" not in v for v in layers.values()):
+            raise MalformedUpdate("a layer or the head has no q")
         head = layers.pop("\0head", None)
         if head is not None:
             update.head = SolveStats(p=head.get("p"), q=head["q"])
@@ -156,12 +198,29 @@ def _unpack(name: str, t: torch.Tensor) -> tuple[str, torch.Tensor]:
     return name[: -len(PACKED_SUFFIX)] + "/q", full
 
 
-def _read_metadata(data: bytes) -> dict:
-    if len(data) < 8:
-        raise ValueError("not a lorm ClientUpdate: shorter than a safetensors header")
-    (header_len,) = struct.unpack("<Q", data[:8])
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _read_metadata(body: bytes) -> dict:
+    """The ``lorm`` metadata of a safetensors body, every field checked."""
+    if len(body) < 8:
+        raise MalformedUpdate("not a lorm ClientUpdate: shorter than a safetensors header")
+    (header_len,) = struct.unpack("<Q", body[:8])
     try:
-        header = json.loads(data[8:8 + header_len])
-        return json.loads(header["__metadata__"]["lorm"])
+        header = json.loads(body[8:8 + header_len])
+        meta = json.loads(header["__metadata__"]["lorm"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError("not a lorm ClientUpdate: missing its 'lorm' metadata") from exc
+        raise MalformedUpdate("not a lorm ClientUpdate: missing its 'lorm' metadata") from exc
+    if not isinstance(meta, dict) or set(meta) != META_KEYS:
+        raise MalformedUpdate(f"metadata must have exactly the keys {sorted(META_KEYS)}")
+    if meta["version"] != WIRE_VERSION:
+        raise MalformedUpdate(f"wire version {meta['version']!r} is not supported (this lorm "
+                              f"reads version {WIRE_VERSION})")
+    if not all(_is_int(meta[k]) and meta[k] >= 0 for k in ("task", "round")):
+        raise MalformedUpdate("task and round must be integers >= 0")
+    if not _is_int(meta["num_samples"]) or meta["num_samples"] <= 0:
+        raise MalformedUpdate(f"num_samples must be a positive integer, got {meta['num_samples']!r}")
+    if meta["factor"] not in FACTORS:
+        raise MalformedUpdate(f"factor must be one of {FACTORS}, got {meta['factor']!r}")
+    return meta

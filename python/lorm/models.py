@@ -24,14 +24,24 @@ def build_backbone(name: str, num_classes: int, seed: int, img_size: int | None 
         if name == "tiny-vit":
             return VisionTransformer(img_size=img_size or 8, num_classes=num_classes, **TINY_VIT)
         kwargs = {} if img_size is None else {"img_size": img_size}
-        return create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        try:
+            return create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        except RuntimeError as exc:
+            if "Unknown model" not in str(exc):
+                raise
+            raise ValueError(f"unknown backbone {name!r}: use 'tiny-vit' or a timm model name "
+                             "(timm.list_models('vit_*'))") from None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors / the unpickler raise many types
+        raise ValueError(f"{path}: cannot read weights ({type(exc).__name__}: {exc}); expected "
+                         ".safetensors or a torch state dict (.pth/.pt/.bin)") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -75,3 +85,19 @@ def build_lora_model(backbone: str, num_classes: int, rank: int, targets: list[s
         load_pretrained(model, pretrained)
     layers = inject_lora(model, rank, targets)
     return model, layers, head_of(model)
+
+
+def check_input_fits(model: nn.Module, image: torch.Tensor, source: str) -> None:
+    """Refuses images ``(C, H, W)`` that the model's patch embedding cannot take, before
+    any training starts (a mismatch would otherwise crash mid-run)."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None:
+        return
+    channels, size = embed.proj.in_channels, tuple(embed.img_size)
+    if image.dim() != 3 or image.shape[0] != channels:
+        raise ValueError(f"{source} gives images of shape {tuple(image.shape)}, but the backbone "
+                         f"takes {channels}-channel images: pick a backbone/dataset pair that "
+                         "agree (the tiny ViT is 1-channel, for digits/Fashion-MNIST)")
+    if tuple(image.shape[-2:]) != size:
+        raise ValueError(f"{source} gives {image.shape[-2]}x{image.shape[-1]} images, but the "
+                         f"backbone takes {size[0]}x{size[1]}: set img_size to match")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,30 +56,77 @@ class Config:
     eval_every_round: bool = False
 
     def validate(self) -> "Config":
-        problems = []
-        if self.method not in METHODS:
-            problems.append(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.dataset not in DATASETS:
-            problems.append(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        for name in ("num_tasks", "num_clients", "rounds", "local_epochs", "batch_size", "rank",
-                     "stats_passes"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("alpha_backbone", "alpha_head"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 < self.participation <= 1.0:
-            problems.append(f"participation must be in (0, 1], got {self.participation}")
-        if self.min_samples_per_client < 0:
-            problems.append(f"min_samples_per_client must be >= 0, got {self.min_samples_per_client}")
-        if self.beta <= 0:
-            problems.append(f"beta must be > 0, got {self.beta}")
+        """Checks every field's type and range; raises one ValueError listing each
+        problem as ``field = value: what is allowed``."""
+        problems = [p for f in dataclasses.fields(self) for p in _field_problems(self, f.name)]
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems))
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# field -> (type, check of the value, what is allowed). Types are exact: a bool is not
+# an int, a float is not an int, a string is not a list.
+_INT, _FLOAT, _BOOL, _STR = "int", "float", "bool", "str"
+_RULES: dict[str, tuple[str, bool, Any, str]] = {
+    # name: (type, None allowed, check, allowed)
+    "dataset": (_STR, False, lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+    "data_root": (_STR, True, lambda v: v != "", "a folder path"),
+    "download": (_BOOL, False, None, "true or false"),
+    "num_tasks": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "last_task_classes": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "num_clients": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "beta": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
+    "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
+    "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "backbone": (_STR, False, lambda v: v != "", "'tiny-vit' or a timm model name"),
+    "pretrained": (_STR, True, lambda v: v != "", "a weights file path or null"),
+    "img_size": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "rank": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "targets": ("list[str]", False, lambda v: len(v) > 0 and all(v), "a non-empty list of "
+                "module name suffixes, e.g. [attn.qkv, mlp.fc1]"),
+    "method": (_STR, False, lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
+    "rounds": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "local_epochs": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "batch_size": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "lr_a": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
+    "lr_b": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
+    "lr_head": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
+    "alpha_backbone": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "alpha_head": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "stats_passes": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "amp": (_BOOL, False, None, "true or false"),
+    "device": (_STR, False, lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+               "auto, cpu, cuda or cuda:N"),
+    "num_threads": (_INT, False, lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
+    "dist_timeout": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number of seconds > 0"),
+    "seed": (_INT, False, lambda v: 0 <= v < 2 ** 63, "an integer >= 0"),
+    "eval_every_round": (_BOOL, False, None, "true or false"),
+}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _FLOAT:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _field_problems(config: "Config", name: str) -> list[str]:
+    kind, nullable, check, allowed = _RULES[name]
+    value = getattr(config, name)
+    if value is None and nullable:
+        return []
+    if not _has_type(value, kind) or (check is not None and not check(value)):
+        return [f"{name} = {value!r}: must be {allowed}"]
+    return []
 
 
 def _updated(config: Config, changes: dict[str, Any], source: str) -> Config:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +27,10 @@ from ..distributed import (all_reduce_aggregator, all_reduce_numbers, check_iden
                            init_from_env, shard)
 from ..lora import LoRALinear, head_of
 from ..messages import ClientUpdate, SolveStats
-from ..models import build_lora_model
+from ..models import build_lora_model, check_input_fits
 from . import checkpoint
 from .client import collect_statistics, derived_seed, make_loader, train_locally
-from .config import Config
+from .config import Config, apply_overrides
 from .data import Benchmark, build_benchmark, sample_clients
 from .methods import Method, make_method
 from .metrics import summarize
@@ -51,13 +53,25 @@ class Progress:
     seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA device that is not there is refused."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"device = {name!r}, but torch sees {count} CUDA device(s); "
+                             "use device=cpu or device=auto")
+    return device
+
+
 class Run:
     def __init__(self, config: Config, run_dir: Path, quiet: bool):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         if config.num_threads > 0:
             torch.set_num_threads(config.num_threads)
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                                   if config.device == "auto" else config.device)
+        self.device = resolve_device(config.device)
         self.ctx = init_from_env(config.dist_timeout, self.device.type == "cuda")
         if self.ctx.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -67,6 +81,8 @@ class Run:
         model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
                                                config.rank, config.targets, config.seed,
                                                img_size, config.pretrained)
+        for split, data in (("train", self.bench.train), ("test", self.bench.test)):
+            check_input_fits(model, data[0][0], f"dataset {config.dataset!r} ({split})")
         self.model, self.layers, self.head = model.to(self.device), layers, head
         self.client_model = copy.deepcopy(self.model)
         self.client_layers = {n: self.client_model.get_submodule(n) for n in layers}
@@ -101,9 +117,7 @@ class Run:
     def save(self) -> None:
         if not self.ctx.is_main:
             return
-        step = self.progress.task * (self.config.rounds + 1) + self.progress.round + \
-            (self.progress.phase == "task_end")
-        checkpoint.save(self.run_dir, step, self.tensors(),
+        checkpoint.save(self.run_dir, self.tensors(),
                         {"config": self.config.to_dict(),
                          "progress": dataclasses.asdict(self.progress)})
 
@@ -170,7 +184,7 @@ class Run:
         result = self.timed("merge", aggregator.result)
         gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, rnd, 0xB]))
         self.method.apply(rnd, result, self.layers, self.head, gen)
-        check_identical(list(self.tensors().values()), self.ctx, phase, self.device)
+        check_identical(self.tensors(), self.ctx, phase, self.device)
         self.progress.round_bytes += sent
         self.progress.client_rounds += senders
         record = {"type": "round", "task": task, "round": rnd, "trains": self.method.trains(rnd),
@@ -302,23 +316,73 @@ def plot_accuracy_matrix(acc: list[list[float]], path: Path, title: str) -> None
     plt.close(fig)
 
 
-def run(config: Config, run_dir: str | Path, quiet: bool = False) -> dict:
-    """Runs ``config`` from the start, writing into ``run_dir``; returns the summary."""
+def check_output_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuses a run directory that already holds something, unless ``overwrite``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--output {run_dir} exists and is not a directory")
+    held = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    if held and not overwrite:
+        raise ValueError(f"output directory {run_dir} is not empty ({', '.join(held[:4])}"
+                         f"{', ...' if len(held) > 4 else ''}): continue that run with "
+                         f"`lorm run --resume {run_dir}`, or replace it with --overwrite")
+
+
+def _start_output_dir(run_dir: Path, config: Config) -> None:
+    """Empties ``run_dir`` (the run has started cleanly by now) and writes the config."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        trash = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
+        os.replace(run_dir, trash)
+        shutil.rmtree(trash)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (run_dir / "metrics.jsonl").write_text("")
+
+
+def run(config: Config, run_dir: str | Path, quiet: bool = False,
+        overwrite: bool = False) -> dict:
+    """Runs ``config`` from the start, writing into ``run_dir``; returns the summary.
+
+    ``run_dir`` must be empty or absent; ``overwrite=True`` replaces what it holds, but
+    only once the data, the model and the checks of the new run have passed."""
     run_dir = Path(run_dir)
-    runner = Run(config.validate(), run_dir, quiet)
+    config.validate()
+    check_output_dir(run_dir, overwrite)
+    runner = Run(config, run_dir, quiet)
     if runner.ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (run_dir / "metrics.jsonl").write_text("")
+        _start_output_dir(run_dir, config)
+    runner.save()  # from here on, --resume can always continue the run
     return runner.execute()
 
 
-def resume(run_dir: str | Path, quiet: bool = False) -> dict:
-    """Continues a run after its last checkpoint; the result equals an uninterrupted run."""
+# Config keys a resumed run may change: they cannot change what the run computes
+# beyond floating-point round-off (thread count) or at all (timeouts).
+RESUME_SETTABLE = ("num_threads", "dist_timeout")
+
+
+def resume(run_dir: str | Path, quiet: bool = False, overrides: list[str] | None = None) -> dict:
+    """Continues a run after its last whole checkpoint; the result equals an
+    uninterrupted run. ``overrides`` may set only :data:`RESUME_SETTABLE` keys."""
     run_dir = Path(run_dir)
     tensors, state = checkpoint.load(run_dir)
-    runner = Run(Config(**state["config"]).validate(), run_dir, quiet)
-    runner.restore({k: v.to(runner.device) for k, v in tensors.items()}, state["progress"])
+    try:
+        config = Config(**state["config"]).validate()
+    except (TypeError, KeyError) as exc:
+        raise checkpoint.CheckpointError(f"{run_dir}: the checkpoint's config is unusable "
+                                         f"({exc})") from None
+    if overrides:
+        changed = apply_overrides(config, overrides)
+        barred = sorted(k for k in Config.__dataclass_fields__
+                        if getattr(changed, k) != getattr(config, k) and k not in RESUME_SETTABLE)
+        if barred:
+            raise ValueError(f"--resume continues the run as it was configured; --set may "
+                             f"change only {', '.join(RESUME_SETTABLE)}, not {', '.join(barred)}")
+        config = changed
+    runner = Run(config, run_dir, quiet)
+    try:
+        runner.restore({k: v.to(runner.device) for k, v in tensors.items()}, state["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise checkpoint.CheckpointError(f"{run_dir}: the checkpoint does not fit this run's "
+                                         f"model ({type(exc).__name__}: {exc})") from None
     if runner.ctx.is_main:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:runner.progress.metrics_lines]
         (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
