@@ -41,9 +41,9 @@ lorm_make_venv() {
     2.14.1*) torchvision=torchvision==0.29.1 ;;
   esac
   python - <<'PY' || pip install -q "$torchvision" timm ninja numpy safetensors scikit-learn \
-      tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel
+      scipy tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel
 import importlib.util, sys
-need = ["torchvision", "timm", "ninja", "numpy", "safetensors", "sklearn", "tqdm", "matplotlib",
+need = ["torchvision", "timm", "ninja", "numpy", "safetensors", "sklearn", "scipy", "tqdm", "matplotlib",
         "yaml", "pytest", "hypothesis", "setuptools", "wheel"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PY
@@ -71,6 +71,19 @@ lorm_build() {
   (cd "$LORM_ROOT" && pip install -q --no-build-isolation --no-deps -e .)
   mkdir -p "$LORM_ROOT/build"
   echo "$stamp" > "$stamp_file"
+}
+
+# Fashion-MNIST (for `lorm pretrain` and its tests) from Debian's dataset-fashion-mnist,
+# where apt-get is usable; elsewhere those tests skip and say why.
+lorm_fashion_mnist() {
+  [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    lorm_log "installing dataset-fashion-mnist (Debian package)"
+    { apt-get install -y -qq dataset-fashion-mnist \
+      || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; } >/dev/null 2>&1 \
+      || lorm_log "could not install dataset-fashion-mnist: its tests will skip"
+  fi
+  return 0
 }
 
 lorm_make_venv

@@ -10,7 +10,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-DEMO_METHODS = ("lorm", "fedavg-lora")
+DEMO_METHODS = ("lorm", "fedavg-lora", "regmean-lora")
+DEMO_SEEDS = "0,1,2"
 # The Config defaults are the digits benchmark; the tiny model's ops are too small to
 # gain from more than one thread.
 DEMO_SETTINGS = ["num_threads=1"]
@@ -22,30 +23,50 @@ def default_output() -> Path:
 
 def _table(rows: list[tuple[str, dict, float]]) -> str:
     header = (f"{'method':<14} {'final avg acc':>13} {'avg inc acc':>11} {'forgetting':>10} "
-              f"{'KB/client/round':>15} {'seconds':>8}")
+              f"{'forg. (f-m)':>11} {'KB/client/round':>15} {'seconds':>8}")
     lines = [header, "-" * len(header)]
     for name, s, seconds in rows:
+        fed_mammoth = s.get("forgetting_fed_mammoth", float("nan"))
         lines.append(f"{name:<14} {100 * s['final_average_accuracy']:>12.2f}% "
                      f"{100 * s['average_incremental_accuracy']:>10.2f}% "
-                     f"{100 * s['forgetting']:>9.2f}% "
+                     f"{100 * s['forgetting']:>9.2f}% {100 * fed_mammoth:>10.2f}% "
                      f"{s['bytes_per_client_per_round'] / 1024:>15.1f} {seconds:>8.1f}")
     return "\n".join(lines)
 
 
-def cmd_demo(args) -> int:
-    from .fcil import load_config, run
+def _numbers(text: str, kind, what: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{what} takes a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ValueError(f"--{what} is empty")
+    return values
+
+
+def _compare(args, methods: list[str], config: str | None, settings: list[str]) -> dict:
+    from .compare import compare, format_report
 
     output = Path(args.output or default_output())
-    rows = []
-    for method in DEMO_METHODS:
-        config = load_config(None, DEMO_SETTINGS + [f"method={method}", f"seed={args.seed}"]
-                             + (args.set or []))
-        start = time.perf_counter()
-        summary = run(config, output / method, quiet=args.quiet)
-        rows.append((method, summary, time.perf_counter() - start))
-    print(f"\nEmbedded digits benchmark (5 tasks x 2 classes, 5 clients, Dirichlet beta 0.5, "
-          f"tiny ViT, seed {args.seed}); runs in {output}\n")
-    print(_table(rows))
+    report = compare(methods, _numbers(args.seeds, int, "seeds"),
+                     _numbers(args.betas, float, "betas") if args.betas else [None],
+                     output, config, settings, quiet=args.quiet)
+    print()
+    print(format_report(report))
+    print(f"runs, compare.json and compare.png in {output}")
+    return report
+
+
+def cmd_demo(args) -> int:
+    print(f"Embedded digits benchmark: 5 tasks x 2 classes, 5 clients, Dirichlet beta 0.5, "
+          f"tiny ViT pretrained on Fashion-MNIST (shipped); methods {', '.join(DEMO_METHODS)}, "
+          f"seeds {args.seeds}. About a minute per seed on 2 CPU cores.")
+    _compare(args, list(DEMO_METHODS), None, DEMO_SETTINGS + (args.set or []))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    _compare(args, _numbers(args.methods, str, "methods"), args.config, args.set or [])
     return 0
 
 
@@ -94,19 +115,64 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from .pretrain import pretrain
+
+    card = pretrain(args.data_root, Path(args.output), epochs=args.epochs, seed=args.seed,
+                    quiet=args.quiet)
+    print(f"Fashion-MNIST test accuracy {100 * card['test_accuracy']:.2f}% after "
+          f"{card['training']['epochs']} epochs ({card['training']['seconds']:.0f} s); "
+          f"wrote {args.output}/{card['name']}.safetensors and .json (sha256 {card['sha256'][:12]}...)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    meta = export(args.run_dir, args.out)
+    print(f"wrote {args.out}: {meta['backbone']} with {meta['num_classes']} classes after "
+          f"{meta['tasks_done']} task(s); load it with lorm.export.build_exported_model, or "
+          "build the timm model its 'lorm' metadata names and load_state_dict(strict=True)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .export import evaluate
+
+    row = evaluate(args.run_dir, args.weights)
+    print("accuracy per task (%): " + " ".join(f"{100 * a:.2f}" for a in row))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lorm", description="LoRM: closed-form merging of LoRA "
                                 "modules for federated class-incremental learning.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="lorm vs fedavg-lora on the embedded digits data "
-                          "(no download, about a minute on 2 CPU cores)")
-    demo.add_argument("--output", help="run directory (default: runs/<timestamp>)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="lorm vs fedavg-lora vs regmean-lora on the embedded "
+                          "digits data over 3 seeds, with what the seeds allow to conclude "
+                          "(no download, about 3 minutes on 2 CPU cores)")
+    demo.add_argument("--output", help="folder for the runs (default: runs/<timestamp>)")
+    demo.add_argument("--seeds", default=DEMO_SEEDS, help="comma-separated (default: 0,1,2)")
+    demo.add_argument("--betas", help="comma-separated Dirichlet betas (default: the config's)")
     demo.add_argument("--set", action="append", metavar="KEY=VALUE",
-                      help="override a config field for both methods (repeatable)")
+                      help="override a config field for every method (repeatable)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    comp = sub.add_parser("compare", help="methods x seeds (x betas) on one config: mean +- "
+                          "std of every metric and paired 95%% t-intervals of the first method "
+                          "against the others; finished runs in the folder are reused")
+    comp.add_argument("--methods", default=",".join(DEMO_METHODS),
+                      help="comma-separated; the first is compared with the others")
+    comp.add_argument("--seeds", default=DEMO_SEEDS, help="comma-separated (default: 0,1,2)")
+    comp.add_argument("--betas", help="comma-separated Dirichlet betas (default: the config's)")
+    comp.add_argument("--config", help="YAML preset (default: the embedded digits benchmark)")
+    comp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a config field for every run (repeatable)")
+    comp.add_argument("--output", help="folder for the runs (default: runs/<timestamp>)")
+    comp.add_argument("--quiet", action="store_true", help="no progress bars")
+    comp.set_defaults(func=cmd_compare)
 
     run = sub.add_parser("run", help="run a config (YAML preset, see configs/); under "
                          "`torchrun --nproc_per_node=P -m lorm run ...` the clients of every "
@@ -126,6 +192,28 @@ def parser() -> argparse.ArgumentParser:
                      "without it nothing is ever downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    pre = sub.add_parser("pretrain", help="pretrain the tiny ViT backbone on Fashion-MNIST "
+                         "(what lorm ships as its default digits backbone)")
+    pre.add_argument("--data-root", help="folder with the Fashion-MNIST IDX files (default: the "
+                     "Debian package dataset-fashion-mnist's /usr/share/datasets/fashion-mnist)")
+    pre.add_argument("--output", required=True, help="folder for the .safetensors and .json card")
+    pre.add_argument("--epochs", type=int, default=30)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--quiet", action="store_true", help="no progress bars")
+    pre.set_defaults(func=cmd_pretrain)
+
+    exp = sub.add_parser("export", help="write a run's deployed model (W0 + merged residual, "
+                         "merged head) as a plain timm state dict in .safetensors")
+    exp.add_argument("run_dir")
+    exp.add_argument("--out", required=True, help="the .safetensors file to write")
+    exp.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("eval", help="recompute the accuracy on every task after a run's last "
+                        "finished task, from its checkpoint or an exported file")
+    ev.add_argument("run_dir")
+    ev.add_argument("--weights", help="an exported .safetensors to evaluate instead")
+    ev.set_defaults(func=cmd_eval)
 
     report = sub.add_parser("report", help="print a finished run's summary")
     report.add_argument("run_dir")

@@ -9,7 +9,8 @@ deployed model's merged residual, or a method's residual accumulated within a ta
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,12 @@ class LoRALinear(nn.Module):
         """``B @ A`` ``(o, d)``: this layer's current LoRA residual."""
         return (self.B @ self.A).detach()
 
+    def served_residual(self) -> torch.Tensor:
+        """``(o, d)``: everything this layer adds to ``W0`` right now (``delta``, plus
+        ``B @ A`` while the LoRA term is on)."""
+        out = self.residual() if self.lora_enabled else torch.zeros_like(self.weight)
+        return out if self.delta is None else out + self.delta
+
     def set_factors(self, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> None:
         """Overwrites ``A`` ``(r, d)`` and/or ``B`` ``(o, r)`` in place (shapes must match)."""
         with torch.no_grad():
@@ -78,6 +85,22 @@ class LoRALinear(nn.Module):
     def extra_repr(self) -> str:
         o, d = self.weight.shape
         return f"in_features={d}, out_features={o}, rank={self.rank}"
+
+
+@contextmanager
+def serving(layers: dict[str, "LoRALinear"], residuals: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Within the block each layer serves ``W0 + residuals[name]`` (LoRA term off); on
+    exit every layer's ``delta`` and LoRA switch are as before. ``A`` and ``B`` are not
+    touched, so statistics that need ``A`` still see it."""
+    saved = {name: (layer.delta, layer.lora_enabled) for name, layer in layers.items()}
+    try:
+        for name, layer in layers.items():
+            layer.deploy(residuals[name])
+        yield
+    finally:
+        for name, layer in layers.items():
+            layer.set_delta(saved[name][0])
+            layer.lora_enabled = saved[name][1]
 
 
 def kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

@@ -76,13 +76,44 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def resolve_pretrained(backbone: str, pretrained: str | None) -> Path | None:
+    """The weights file a config names: ``"shipped"`` -> lorm's tiny ViT (checked against
+    its card), ``None``/``"none"`` -> no file (random init), else the path itself."""
+    if pretrained is None or pretrained.lower() == "none":
+        return None
+    if pretrained == "shipped":
+        if backbone != "tiny-vit":
+            raise ValueError(f"pretrained: shipped is the tiny ViT's; for backbone {backbone!r} "
+                             "give a weights file (or none for a random backbone)")
+        from .pretrain import verify_shipped
+        return verify_shipped()
+    return Path(pretrained)
+
+
+def init_head(head: nn.Linear, how: str, seed: int) -> None:
+    """``"trunc_normal"``: timm's default classifier init (weights ~ N(0, 0.02) truncated
+    at +-2, bias 0), seeded; ``"backbone"``: leave what the backbone's init made."""
+    if how == "backbone":
+        return
+    if how != "trunc_normal":
+        raise ValueError(f"head_init must be trunc_normal or backbone, got {how!r}")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = torch.randn(head.weight.shape, generator=gen) * 0.02
+        head.weight.copy_(weight.clamp_(-2.0, 2.0))
+        head.bias.zero_()
+
+
 def build_lora_model(backbone: str, num_classes: int, rank: int, targets: list[str], seed: int,
-                     img_size: int | None = None, pretrained: str | None = None
+                     img_size: int | None = None, pretrained: str | None = None,
+                     head_init: str = "trunc_normal"
                      ) -> tuple[nn.Module, dict[str, LoRALinear], nn.Linear]:
     """Backbone (+ weights) with LoRA injected: the model, its LoRA layers, its head."""
     model = build_backbone(backbone, num_classes, seed, img_size)
-    if pretrained:
-        load_pretrained(model, pretrained)
+    weights = resolve_pretrained(backbone, pretrained)
+    if weights is not None:
+        load_pretrained(model, weights)
+    init_head(head_of(model), head_init, seed)
     layers = inject_lora(model, rank, targets)
     return model, layers, head_of(model)
 

@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b")
-DATASETS = ("digits", "cifar100", "imagenet-r", "imagenet-a", "cub200", "cars196", "eurosat")
+DATASETS = ("digits", "fashion-mnist", "cifar100", "imagenet-r", "imagenet-a", "cub200",
+            "cars196", "eurosat")
+SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)
 
 
 @dataclass
@@ -32,8 +34,11 @@ class Config:
     participation: float = 1.0         # fraction of clients per round
     # model
     backbone: str = "tiny-vit"         # "tiny-vit" or a timm model name
-    pretrained: str | None = None      # local .safetensors / .npz / .pth
-    img_size: int | None = None        # default: 8 for digits, the backbone's own otherwise
+    # "shipped": the tiny ViT pretrained on Fashion-MNIST that lorm ships (tiny-vit only);
+    # "none" (or null): random init; else a local .safetensors / .npz / .pth file
+    pretrained: str | None = SHIPPED
+    img_size: int | None = None        # default: 8 for digits/fashion-mnist, else the backbone's
+    head_init: str = "trunc_normal"    # timm's default (std 0.02), or "backbone": keep its own
     rank: int = 4
     targets: list[str] = field(default_factory=lambda: ["attn.qkv", "attn.proj", "mlp.fc1",
                                                         "mlp.fc2"])
@@ -47,7 +52,12 @@ class Config:
     lr_head: float = 1e-2
     alpha_backbone: float = 0.0
     alpha_head: float = 0.5
+    alpha_regmean_lora: float = 0.5    # regmean-lora's Gram alpha (fed-mammoth's default)
     stats_passes: int = 1
+    # docs/fidelity.md: the authors' choices by default, the alternatives behind these keys
+    stats_model: str = "running-mean"  # or "current": the model the statistics passes see
+    fedavg_cross_task: str = "mean"    # or "gram-merge": fedavg-lora's deployed residual
+    client_sampling: str = "per-task"  # or "per-round"
     amp: bool = True                   # bf16 autocast, on CUDA only
     device: str = "auto"
     num_threads: int = 0               # CPU threads for torch; 0 keeps torch's default
@@ -82,7 +92,16 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit' or a timm model name"),
-    "pretrained": (_STR, True, lambda v: v != "", "a weights file path or null"),
+    "pretrained": (_STR, True, lambda v: v != "", "'shipped', 'none' or a weights file path"),
+    "head_init": (_STR, False, lambda v: v in ("trunc_normal", "backbone"),
+                  "trunc_normal or backbone"),
+    "alpha_regmean_lora": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "stats_model": (_STR, False, lambda v: v in ("running-mean", "current"),
+                    "running-mean or current"),
+    "fedavg_cross_task": (_STR, False, lambda v: v in ("mean", "gram-merge"),
+                          "mean or gram-merge"),
+    "client_sampling": (_STR, False, lambda v: v in ("per-task", "per-round"),
+                        "per-task or per-round"),
     "img_size": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "rank": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
     "targets": ("list[str]", False, lambda v: len(v) > 0 and all(v), "a non-empty list of "

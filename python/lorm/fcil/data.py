@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from . import fashion_mnist
 from .config import Config
 
 IMAGEFOLDER_DATASETS = ("imagenet-r", "imagenet-a", "cub200", "cars196", "eurosat")
@@ -108,6 +109,8 @@ def image_folder(name: str, root: str, img_size: int) -> tuple[Dataset, Dataset,
 def load_datasets(config: Config) -> tuple[Dataset, Dataset, int]:
     if config.dataset == "digits":
         return digits(config.seed)
+    if config.dataset == "fashion-mnist":  # data_root None: the Debian package's files
+        return fashion_mnist.load(config.data_root, config.img_size or 8)
     if config.data_root is None:
         raise FileNotFoundError(f"dataset {config.dataset!r} needs --set data_root=<folder> "
                                 "(layouts: docs/datasets.md)")

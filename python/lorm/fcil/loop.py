@@ -7,6 +7,7 @@ its last checkpoint finishes exactly like an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -25,7 +26,7 @@ from .. import merge
 from ..aggregate import Aggregator, CrossTaskMerger
 from ..distributed import (all_reduce_aggregator, all_reduce_numbers, check_identical,
                            init_from_env, shard)
-from ..lora import LoRALinear, head_of
+from ..lora import LoRALinear, head_of, serving
 from ..messages import ClientUpdate, SolveStats
 from ..models import build_lora_model, check_input_fits
 from . import checkpoint
@@ -53,6 +54,18 @@ class Progress:
     seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
 
 
+SMALL_IMAGE_DATASETS = ("digits", "fashion-mnist")  # 8x8 for the tiny ViT by default
+
+
+def running_mean(history: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
+                 task: int) -> dict[str, torch.Tensor]:
+    """``(history + current) / (task + 1)`` per layer: the mean of ``task + 1`` residuals
+    when ``history`` sums the ``task`` earlier ones (empty at task 0)."""
+    if task == 0:
+        return dict(current)
+    return {name: (history[name] + r) / (task + 1) for name, r in current.items()}
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; a CUDA device that is not there is refused."""
     if name == "auto":
@@ -77,18 +90,19 @@ class Run:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
         self.bench: Benchmark = build_benchmark(config)
-        img_size = config.img_size or (8 if config.dataset == "digits" else None)
+        img_size = config.img_size or (8 if config.dataset in SMALL_IMAGE_DATASETS else None)
         model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
                                                config.rank, config.targets, config.seed,
-                                               img_size, config.pretrained)
+                                               img_size, config.pretrained, config.head_init)
         for split, data in (("train", self.bench.train), ("test", self.bench.test)):
             check_input_fits(model, data[0][0], f"dataset {config.dataset!r} ({split})")
         self.model, self.layers, self.head = model.to(self.device), layers, head
         self.client_model = copy.deepcopy(self.model)
         self.client_layers = {n: self.client_model.get_submodule(n) for n in layers}
         self.client_head = head_of(self.client_model)
-        self.method: Method = make_method(config.method, config.alpha_backbone, config.alpha_head)
+        self.method: Method = make_method(config)
         self.merger = CrossTaskMerger()
+        self.history: dict[str, torch.Tensor] = {}  # sum of the earlier tasks' residuals
         self.progress = Progress()
         self.test_sizes = [len(ix) for ix in self.bench.test_indices]
 
@@ -100,6 +114,7 @@ class Run:
             if layer.delta is not None:
                 out[f"{name}.delta"] = layer.delta
         out.update({f"merger/{k}": v for k, v in self.merger.state_dict().items()})
+        out.update({f"history/{k}": v for k, v in self.history.items()})
         return out
 
     def restore(self, tensors: dict[str, torch.Tensor], progress: dict) -> None:
@@ -113,6 +128,8 @@ class Run:
         self.merger.load_state_dict({k[len("merger/"):]: v.to(self.device)
                                      for k, v in tensors.items() if k.startswith("merger/")},
                                     num_tasks=len(self.progress.acc))
+        self.history = {k[len("history/"):]: v.clone() for k, v in tensors.items()
+                        if k.startswith("history/")}
 
     def save(self) -> None:
         if not self.ctx.is_main:
@@ -159,16 +176,18 @@ class Run:
         if mode is not None:
             stats_loader = make_loader(self.bench.train, indices, cfg.batch_size,
                                        [cfg.seed, task, rnd, client, 1])
-            stats = self.timed("stats", collect_statistics, self.client_model, self.client_layers,
-                               self.client_head, mode, stats_loader, cfg.stats_passes,
-                               self.device, cfg.amp)
+            current = {n: l.served_residual() for n, l in self.client_layers.items()}
+            with self.statistics_model(task, current):
+                stats = self.timed("stats", collect_statistics, self.client_model,
+                                   self.client_layers, self.client_head, mode, stats_loader,
+                                   cfg.stats_passes, self.device, cfg.amp)
         return self.method.client_message(task, rnd, self.client_layers, self.client_head, stats,
                                           len(indices))
 
     # -- rounds and tasks ---------------------------------------------------------------
     def run_round(self, task: int, rnd: int) -> None:
         cfg = self.config
-        clients = sample_clients(cfg.num_clients, cfg.participation, cfg.seed, task, rnd)
+        clients = self.sampled_clients(task, rnd)
         aggregator = Aggregator(task, rnd, self.method.message_factor(rnd))
         sent = 0
         mine = [c for c in shard(clients, self.ctx) if self.bench.client_indices[task][c]]
@@ -193,25 +212,45 @@ class Run:
             record["current_task_accuracy"] = self.timed("eval", self.evaluate_live, task)
         self.log(record)
 
-    def task_end_grams(self, task: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The task's residuals ``dW_t`` and every client's Grams through ``W0 + dW_t``,
-        summed: ``Gh_t``, per layer."""
+    def sampled_clients(self, task: int, rnd: int) -> list[int]:
+        """The clients of round ``rnd``: drawn once per task (fed-mammoth) or every round."""
         cfg = self.config
-        residuals = self.method.task_residuals(self.layers)
+        draw = 0 if cfg.client_sampling == "per-task" else rnd
+        return sample_clients(cfg.num_clients, cfg.participation, cfg.seed, task, draw)
+
+    def task_end_clients(self, task: int) -> list[int]:
+        """Who sends end-of-task Grams: the task's clients (per-task sampling) or all."""
+        if self.config.client_sampling == "per-task":
+            return self.sampled_clients(task, 0)
+        return list(range(self.config.num_clients))
+
+    def statistics_model(self, task: int, current: dict[str, torch.Tensor]):
+        """A context in which the client layers serve what the statistics passes must see
+        (``stats_model``, docs/fidelity.md): ``running-mean`` from task 1 on serves
+        ``W0 + (sum of earlier tasks' residuals + current) / (task + 1)``; otherwise the
+        client model stays as it is."""
+        if self.config.stats_model == "current" or task == 0:
+            return contextlib.nullcontext()
+        return serving(self.client_layers, running_mean(self.history, current, task))
+
+    def task_end_grams(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every task client's Grams through the model with the task's residuals
+        ``dW_t`` (as :meth:`statistics_model` serves it), summed: ``Gh_t`` per layer."""
+        cfg = self.config
         mode = "diag" if cfg.alpha_backbone == 0 else "full"
         aggregator = Aggregator(task, cfg.rounds, "G")
         sent = 0
-        for client in shard(range(cfg.num_clients), self.ctx):
+        for client in shard(self.task_end_clients(task), self.ctx):
             if not self.bench.client_indices[task][client]:
                 continue  # a client without data of this task has nothing to send
             self.load_client()
-            for name, layer in self.client_layers.items():
-                layer.deploy(residuals[name])
             indices = self.bench.client_indices[task][client]
             loader = make_loader(self.bench.train, indices, cfg.batch_size,
                                  [cfg.seed, task, cfg.rounds, client, 2])
-            stats = self.timed("stats", collect_statistics, self.client_model, self.client_layers,
-                               None, mode, loader, cfg.stats_passes, self.device, cfg.amp)
+            with serving(self.client_layers, residuals), self.statistics_model(task, residuals):
+                stats = self.timed("stats", collect_statistics, self.client_model,
+                                   self.client_layers, None, mode, loader, cfg.stats_passes,
+                                   self.device, cfg.amp)
             update = ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
                 name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
                 for name, g in stats.grams.items()})
@@ -221,12 +260,19 @@ class Run:
         self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
         self.progress.task_end_bytes += int(all_reduce_numbers([sent], self.ctx, phase,
                                                                self.device)[0])
-        return residuals, {name: s.q for name, s in aggregator.sums().items()}
+        return {name: s.q for name, s in aggregator.sums().items()}
 
     def end_task(self, task: int) -> None:
-        residuals, grams = self.task_end_grams(task)
-        self.timed("merge", self.merger.add_task, residuals, grams)
-        for name, delta in self.timed("merge", self.merger.merged).items():
+        residuals = self.method.task_residuals(self.layers)
+        if self.method.cross_task == "gram-merge":
+            grams = self.task_end_grams(task, residuals)
+            self.timed("merge", self.merger.add_task, residuals, grams)
+            deployed = self.timed("merge", self.merger.merged)
+        else:  # the plain mean of the tasks' residuals; nothing is sent
+            deployed = running_mean(self.history, residuals, task)
+        for name, residual in residuals.items():
+            self.history[name] = residual.clone() if task == 0 else self.history[name] + residual
+        for name, delta in deployed.items():
             self.layers[name].deploy(delta)
         row = [self.timed("eval", self.accuracy, j, task) for j in range(task + 1)]
         self.progress.acc.append(row)

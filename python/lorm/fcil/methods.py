@@ -20,7 +20,12 @@ from ..stats import StatsCollector
 
 
 class Method(ABC):
+    """``cross_task``: how a task's residual joins the deployed model: ``"gram-merge"``
+    (clients send end-of-task Grams; :class:`~lorm.aggregate.CrossTaskMerger`) or
+    ``"mean"`` (the plain mean of the tasks' residuals; nothing is sent)."""
+
     name = ""
+    cross_task = "gram-merge"
 
     def __init__(self, alpha_backbone: float, alpha_head: float):
         self.alpha_b, self.alpha_h = alpha_backbone, alpha_head
@@ -130,6 +135,10 @@ class FedAvgLoRA(Method):
 
     name = "fedavg-lora"
 
+    def __init__(self, alpha_backbone: float, alpha_head: float, cross_task: str = "mean"):
+        super().__init__(alpha_backbone, alpha_head)
+        self.cross_task = cross_task
+
     def trains(self, rnd: int) -> str:
         return "AB"
 
@@ -177,12 +186,14 @@ class RegMeanLoRA(Method):
         return {name: layer.delta.clone() for name, layer in layers.items()}
 
 
-def make_method(name: str, alpha_backbone: float, alpha_head: float) -> Method:
-    makers = {"lorm": lambda: LoRM(alpha_backbone, alpha_head, "alternate"),
-              "lorm-a": lambda: LoRM(alpha_backbone, alpha_head, "A"),
-              "lorm-b": lambda: LoRM(alpha_backbone, alpha_head, "B"),
-              "fedavg-lora": lambda: FedAvgLoRA(alpha_backbone, alpha_head),
-              "regmean-lora": lambda: RegMeanLoRA(alpha_backbone, alpha_head)}
-    if name not in makers:
-        raise ValueError(f"unknown method {name!r}; one of {sorted(makers)}")
-    return makers[name]()
+def make_method(config) -> Method:
+    """The method a :class:`~lorm.fcil.config.Config` names, with its knobs."""
+    a, h = config.alpha_backbone, config.alpha_head
+    makers = {"lorm": lambda: LoRM(a, h, "alternate"),
+              "lorm-a": lambda: LoRM(a, h, "A"),
+              "lorm-b": lambda: LoRM(a, h, "B"),
+              "fedavg-lora": lambda: FedAvgLoRA(a, h, config.fedavg_cross_task),
+              "regmean-lora": lambda: RegMeanLoRA(config.alpha_regmean_lora, h)}
+    if config.method not in makers:
+        raise ValueError(f"unknown method {config.method!r}; one of {sorted(makers)}")
+    return makers[config.method]()

@@ -24,7 +24,15 @@ def forgetting(acc: list[list[float]]) -> float:
     return sum(acc[j][j] - acc[last][j] for j in range(last)) / last
 
 
+def forgetting_fed_mammoth(acc: list[list[float]]) -> float:
+    """fed-mammoth's forgetting: ``acc[j][j] - acc[T-1][j]`` averaged over all T tasks,
+    the last one counting 0 (so it is :func:`forgetting` times ``(T - 1) / T``)."""
+    last = len(acc) - 1
+    return sum(acc[j][j] - acc[last][j] for j in range(last + 1)) / (last + 1)
+
+
 def summarize(acc: list[list[float]], test_sizes: list[int]) -> dict[str, float]:
     return {"final_average_accuracy": final_average_accuracy(acc, test_sizes),
             "average_incremental_accuracy": average_incremental_accuracy(acc, test_sizes),
-            "forgetting": forgetting(acc)}
+            "forgetting": forgetting(acc),
+            "forgetting_fed_mammoth": forgetting_fed_mammoth(acc)}
