@@ -31,11 +31,13 @@ def main() -> int:
     parser.add_argument("--betas", default="0.5,0.1,0.05")
     parser.add_argument("--work", default="runs/bench-fcil", help="folder for the runs")
     parser.add_argument("--out", help="write fcil-cpu.json and fcil-cpu.md here")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     betas = [float(b) for b in args.betas.split(",")]
     start = time.perf_counter()
-    report = compare(METHODS, seeds, betas, Path(args.work), None, SETTINGS, quiet=True)
+    report = compare(METHODS, seeds, betas, Path(args.work), None, SETTINGS, quiet=True,
+                     jobs=args.jobs)
     text = format_report(report)
     print(text)
     if args.out:

@@ -95,4 +95,13 @@ inline void check_spd_solve(const at::Tensor& q, const at::Tensor& p) {
   }
 }
 
+// t: a floating tensor; with `symmetric`, a square (d, d) matrix.
+inline void check_inspect_term(const at::Tensor& t, bool symmetric) {
+  TORCH_CHECK(is_input_float(t.scalar_type()),
+              "inspect_term: t must be float32, float16, bfloat16 or float64, got ",
+              t.scalar_type());
+  TORCH_CHECK(!symmetric || (t.dim() == 2 && t.size(0) == t.size(1)),
+              "inspect_term: symmetric=True needs a square (d, d) matrix, got ", t.sizes());
+}
+
 }  // namespace lorm

@@ -128,3 +128,12 @@ def check_spd_solve(q, p) -> None:
     for name, t in (("q", q), ("p", p)):
         if not torch.isfinite(t).all():
             _fail(op, f"{name} contains NaN or Inf")
+
+
+def check_inspect_term(t, symmetric) -> None:
+    op = "inspect_term"
+    _tensor(op, "t", t)
+    _dtype(op, "t", t, INPUT_DTYPES)
+    _same_device(op, {"t": t})
+    if symmetric and (t.dim() != 2 or t.shape[0] != t.shape[1]):
+        _fail(op, f"symmetric=True needs a square (d, d) t, got {tuple(t.shape)}")

@@ -96,3 +96,18 @@ def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     if warn_if_reference():
         return reference.spd_solve(q, p)
     return torch.ops.lorm_ext.spd_solve(q, p)
+
+
+def inspect_term(t: torch.Tensor, symmetric: bool = False) -> tuple[float, bool, bool]:
+    """One read of a term a server is about to add: ``(max |t| with NaNs skipped,
+    every value finite, exactly symmetric)``.
+
+    Args:
+        t: any shape, float32/float16/bfloat16/float64.
+        symmetric: compare ``t[i, j]`` with ``t[j, i]`` bit for bit (``t`` must be
+            ``(d, d)``); otherwise the third answer is True.
+    """
+    _checks.check_inspect_term(t, symmetric)
+    impl = reference.inspect_term if warn_if_reference() else torch.ops.lorm_ext.inspect_term
+    max_abs, finite, same = impl(t, bool(symmetric)).tolist()
+    return max_abs, bool(finite), bool(same)

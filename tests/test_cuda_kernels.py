@@ -71,3 +71,20 @@ def test_spd_solve_singular_falls_back_on_gpu():
     out = lorm_ext.spd_solve(q.cuda(), p.cuda()).cpu()
     ref = p @ torch.linalg.pinv(q, hermitian=True)
     assert (out - ref).abs().max().item() < 1e-8 * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,symmetric", [((1000, 1000), True), ((33, 33), True),
+                                             ((4, 197, 768), False), ((7,), False)])
+def test_inspect_term(dtype, shape, symmetric):
+    t = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    if symmetric:
+        t = (t + t.mT) / 2
+    t = t.to(dtype)
+    ref = lorm_ext.reference.inspect_term(t, symmetric).tolist()
+    assert lorm_ext.inspect_term(t.cuda(), symmetric) == (ref[0], True, True)
+    if symmetric:
+        t[0, -1] += 1
+        assert lorm_ext.inspect_term(t.cuda(), symmetric)[2] is False
+    t.reshape(-1)[-1] = float("nan")
+    assert lorm_ext.inspect_term(t.cuda(), symmetric)[1] is False

@@ -28,11 +28,13 @@ def samples(device):
                                                                generator=gen).to(device))),
         (torch.ops.lorm_ext.spd_solve.default,
          (q.diagonal().clone(), torch.randn(2, 8, generator=gen).to(device))),
+        (torch.ops.lorm_ext.inspect_term.default, (q.float(), True)),
+        (torch.ops.lorm_ext.inspect_term.default, (x.half(), False)),
     ]
 
 
 @pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(8))
 def test_opcheck(device, index):
     op, args = samples(device)[index]
     torch.library.opcheck(op, args)

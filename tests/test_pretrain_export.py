@@ -148,6 +148,11 @@ def test_compare_runs_every_cell_and_reuses_finished_ones(tmp_path):
     before = marker.stat().st_mtime_ns
     compare(["lorm", "fedavg-lora"], [0, 1], [None], tmp_path, None, SMALL, quiet=True)
     assert marker.stat().st_mtime_ns == before  # reused, not rerun
+    parallel = compare(["lorm", "fedavg-lora"], [0, 1], [None], tmp_path / "jobs", None, SMALL,
+                       quiet=True, jobs=2)
+    for method in ("lorm", "fedavg-lora"):  # separate processes, the same results
+        assert parallel["by_beta"]["0.5"]["rows"][method]["per_seed_faa"] == \
+            block["rows"][method]["per_seed_faa"]
 
 
 # -- export and eval --------------------------------------------------------------------------

@@ -138,22 +138,24 @@ class Aggregator:
             self._reject(f"layers differ: missing {missing}, unexpected {extra}")
         if self.num_clients and (update.head is None) != ("head/q" not in self._sums):
             self._reject("head statistics present in some updates and not in others")
+        magnitudes: dict[str, float] = {}  # largest |value| per key, from one read each
         for name, stats in update.layers.items():
-            self._validate_stats(f"layer {name!r}", stats, gram_only=self.factor == "G")
+            magnitudes.update(self._validate_stats(f"layer/{name}", stats,
+                                                   gram_only=self.factor == "G"))
         if update.head is not None:
             if self.factor == "G":
                 self._reject("an end-of-task ('G') update carries no head statistics")
-            self._validate_stats("head", update.head, gram_only=False)
+            magnitudes.update(self._validate_stats("head", update.head, gram_only=False))
         if (update.head is None) != (update.head_bias is None):
             self._reject("head statistics and head bias must come together")
         if update.head_bias is not None:
-            self._check_tensor("head bias", update.head_bias, (update.head.p.shape[0],))
+            self._check_tensor("head/bias", update.head_bias, (update.head.p.shape[0],))
         terms = {}
         for key, value in self._terms(update).items():
             if key in self._sums and self._sums[key].shape != value.shape:
                 self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
                              f"{tuple(self._sums[key].shape)}")
-            magnitude = _max_abs(value)
+            magnitude = magnitudes[key] if key in magnitudes else self._check_tensor(key, value)
             # |sum + term| <= bound + max|term|: below the float64 limit, no entry overflows.
             if not magnitude <= FINITE_LIMIT - self._bounds.get(key, 0.0):
                 self._reject(f"{key}: adding values up to {magnitude:.3g} would overflow the "
@@ -161,45 +163,52 @@ class Aggregator:
             terms[key] = (value, magnitude)
         return terms
 
-    def _check_tensor(self, what: str, t, shape: tuple | None = None) -> None:
+    def _check_tensor(self, what: str, t, shape: tuple | None = None,
+                      symmetric: bool = False) -> float:
+        """Type, device and shape, then one read (:func:`lorm_ext.inspect_term`): every
+        value finite and, with ``symmetric``, ``t == t.T`` exactly. Returns max ``|t|``."""
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             self._reject(f"{what} must be a floating-point tensor")
         if t.device.type == "meta":
             self._reject(f"{what} is a meta tensor (no values)")
         if shape is not None and tuple(t.shape) != tuple(shape):
             self._reject(f"{what} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-        if not bool(torch.isfinite(t).all()):
+        magnitude, finite, same = lorm_ext.inspect_term(t.detach(), symmetric)
+        if not finite:
             self._reject(f"{what} contains NaN or Inf")
+        if not same:
+            self._reject(f"{what} is not symmetric")
+        return magnitude
 
-    def _validate_stats(self, what: str, stats: SolveStats, gram_only: bool) -> None:
+    def _validate_stats(self, key: str, stats: SolveStats, gram_only: bool) -> dict[str, float]:
+        """Checks one layer's (or the head's) statistics; returns the largest magnitude
+        of each of its terms by key (``<key>/q``, ``<key>/p``)."""
         if not isinstance(stats, SolveStats):
-            self._reject(f"{what}: expected SolveStats, got {type(stats).__name__}")
+            self._reject(f"{key}: expected SolveStats, got {type(stats).__name__}")
         q = stats.q
-        self._check_tensor(f"{what} q", q)
-        if q.dim() == 2:
-            if q.shape[0] != q.shape[1]:
-                self._reject(f"{what} q must be square, got {tuple(q.shape)}")
-            if not torch.equal(q, q.mT):
-                self._reject(f"{what} q is not symmetric")
-            diagonal = torch.diagonal(q).to(F64)
-        elif q.dim() == 1:
-            diagonal = q.to(F64)
-        else:
-            self._reject(f"{what} q must be (d, d) or (d,), got {tuple(q.shape)}")
+        if not isinstance(q, torch.Tensor) or not q.is_floating_point():
+            self._reject(f"{key}/q must be a floating-point tensor")
+        if q.dim() not in (1, 2):
+            self._reject(f"{key}/q must be (d, d) or (d,), got {tuple(q.shape)}")
+        if q.dim() == 2 and q.shape[0] != q.shape[1]:
+            self._reject(f"{key}/q must be square, got {tuple(q.shape)}")
+        found = {f"{key}/q": self._check_tensor(f"{key}/q", q, symmetric=q.dim() == 2)}
+        diagonal = (torch.diagonal(q) if q.dim() == 2 else q).to(F64)
         if diagonal.numel() and (diagonal < -NEGATIVE_RTOL * diagonal.abs().max()).any():
-            self._reject(f"{what} q has a negative diagonal entry: not a Gram")
+            self._reject(f"{key}/q has a negative diagonal entry: not a Gram")
         if q.dim() == 2 and _has_negative_curvature(q, diagonal):
-            self._reject(f"{what} q has negative curvature along a random direction: not a Gram")
+            self._reject(f"{key}/q has negative curvature along a random direction: not a Gram")
         if gram_only:
             if stats.p is not None:
-                self._reject(f"{what} carries p, but an end-of-task ('G') update sends only q")
-            return
+                self._reject(f"{key} carries p, but an end-of-task ('G') update sends only q")
+            return found
         if stats.p is None:
-            self._reject(f"{what} p is missing (factor {self.factor!r} needs it)")
-        self._check_tensor(f"{what} p", stats.p)
+            self._reject(f"{key}/p is missing (factor {self.factor!r} needs it)")
+        found[f"{key}/p"] = self._check_tensor(f"{key}/p", stats.p)
         if stats.p.dim() != 2 or stats.p.shape[1] != q.shape[0]:
-            self._reject(f"{what} p must be (m, {q.shape[0]}) to match q, "
+            self._reject(f"{key}/p must be (m, {q.shape[0]}) to match q, "
                          f"got {tuple(stats.p.shape)}")
+        return found
 
     # -- combining partial aggregators (distributed runs) ---------------------------------
     def partial_sums(self) -> tuple[dict[str, torch.Tensor], list[str]]:

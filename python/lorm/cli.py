@@ -50,7 +50,7 @@ def _compare(args, methods: list[str], config: str | None, settings: list[str]) 
     output = Path(args.output or default_output())
     report = compare(methods, _numbers(args.seeds, int, "seeds"),
                      _numbers(args.betas, float, "betas") if args.betas else [None],
-                     output, config, settings, quiet=args.quiet)
+                     output, config, settings, quiet=args.quiet, jobs=args.jobs)
     print()
     print(format_report(report))
     print(f"runs, compare.json and compare.png in {output}")
@@ -157,6 +157,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--betas", help="comma-separated Dirichlet betas (default: the config's)")
     demo.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a config field for every method (repeatable)")
+    demo.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                      help="runs at once, one process and one thread each (default: 2 or "
+                      "the number of cores, if fewer)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
@@ -171,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a config field for every run (repeatable)")
     comp.add_argument("--output", help="folder for the runs (default: runs/<timestamp>)")
+    comp.add_argument("--jobs", type=int, default=1,
+                      help="runs at once in separate processes (set num_threads accordingly)")
     comp.add_argument("--quiet", action="store_true", help="no progress bars")
     comp.set_defaults(func=cmd_compare)
 

@@ -86,21 +86,27 @@ def summarize_cells(cells: dict[Cell, dict], methods: list[str], betas: list[flo
 
 def compare(methods: list[str], seeds: list[int], betas: list[float | None], output: Path,
             config_path: str | None = None, overrides: list[str] | None = None,
-            quiet: bool = False) -> dict:
+            quiet: bool = False, jobs: int = 1) -> dict:
     """Runs every (beta, method, seed) and writes ``compare.json`` and ``compare.png``;
-    a beta of None means the config's own."""
+    a beta of None means the config's own. ``jobs > 1`` runs that many cells at once in
+    separate processes (give each run ``num_threads=1``)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     if not methods or not seeds or not betas:
         raise ValueError("compare needs at least one method, one seed and one beta")
     for method in methods:  # fail before any run starts on a bad method or override
         base = load_config(config_path, list(overrides or []) + [f"method={method}"])
     betas = [base.beta if beta is None else beta for beta in betas]  # None: the config's
     output = Path(output)
-    cells = {}
-    for beta in betas:
-        for method in methods:
-            for seed in seeds:
-                cell = Cell(beta, method, seed)
-                cells[cell] = run_cell(cell, config_path, overrides or [], output, quiet)
+    todo = [Cell(beta, method, seed) for beta in betas for method in methods for seed in seeds]
+    args = [(cell, config_path, list(overrides or []), output, quiet or jobs > 1) for cell in todo]
+    if jobs > 1:  # independent seeded runs: the same results in any order, on any worker
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            cells = dict(zip(todo, pool.map(run_cell, *zip(*args))))
+    else:
+        cells = {cell: run_cell(*a) for cell, a in zip(todo, args)}
     report = summarize_cells(cells, methods, betas, seeds)
     report["config"] = {"config": config_path, "overrides": list(overrides or [])}
     output.mkdir(parents=True, exist_ok=True)

@@ -88,22 +88,28 @@ class ClientUpdate:
             out["head/bias"] = self.head_bias
         return out
 
-    def payload_nbytes(self, wire_dtype: torch.dtype = torch.float32) -> int:
-        """Numbers sent times their size: ``(d, d)`` q count ``d (d + 1) / 2``."""
-        itemsize = torch.empty((), dtype=wire_dtype).element_size()
-        return itemsize * sum(_wire_numel(name, t) for name, t in self.tensors().items())
+    def payload_nbytes(self, wire_dtype: torch.dtype = torch.float32,
+                       gram_dtype: torch.dtype | None = None) -> int:
+        """Numbers sent times their size: ``(d, d)`` q count ``d (d + 1) / 2``. ``q``
+        travels in ``gram_dtype`` (default: ``wire_dtype``), everything else in ``wire_dtype``."""
+        return sum(_wire_numel(name, t) * _wire_dtype(name, wire_dtype, gram_dtype).itemsize
+                   for name, t in self.tensors().items())
 
-    def nbytes(self, wire_dtype: torch.dtype = torch.float32) -> int:
+    def nbytes(self, wire_dtype: torch.dtype = torch.float32,
+               gram_dtype: torch.dtype | None = None) -> int:
         """Exact size of :meth:`to_bytes`: the payload, the safetensors header and the
         envelope."""
-        return len(self.to_bytes(wire_dtype))
+        return len(self.to_bytes(wire_dtype, gram_dtype))
 
-    def to_bytes(self, wire_dtype: torch.dtype = torch.float32) -> bytes:
-        """The wire message: envelope + safetensors body (see the module docstring)."""
+    def to_bytes(self, wire_dtype: torch.dtype = torch.float32,
+                 gram_dtype: torch.dtype | None = None) -> bytes:
+        """The wire message: envelope + safetensors body (see the module docstring).
+        ``p`` and the bias travel in ``wire_dtype``, ``q`` in ``gram_dtype`` (default:
+        ``wire_dtype``); :meth:`from_bytes` reads any of them back."""
         packed, seen = {}, set()
         for name, t in self.tensors().items():
             key, t = _pack(name, t)
-            t = t.detach().to(wire_dtype).contiguous()
+            t = t.detach().to(_wire_dtype(name, wire_dtype, gram_dtype)).contiguous()
             if t.data_ptr() in seen:  # safetensors refuses tensors that share memory
                 t = t.clone()
             seen.add(t.data_ptr())
@@ -167,6 +173,10 @@ PACKED_SUFFIX = "/q_triu"
 
 def _is_symmetric_matrix(name: str, t: torch.Tensor) -> bool:
     return name.endswith("/q") and t.dim() == 2
+
+
+def _wire_dtype(name: str, wire_dtype: torch.dtype, gram_dtype: torch.dtype | None) -> torch.dtype:
+    return gram_dtype if gram_dtype is not None and name.endswith("/q") else wire_dtype
 
 
 def _wire_numel(name: str, t: torch.Tensor) -> int:

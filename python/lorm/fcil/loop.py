@@ -184,6 +184,13 @@ class Run:
         return self.method.client_message(task, rnd, self.client_layers, self.client_head, stats,
                                           len(indices))
 
+    def transmit(self, update: ClientUpdate) -> tuple[ClientUpdate, int]:
+        """The update as the server receives it, through its wire bytes (``wire_dtype``,
+        ``wire_gram_dtype``), and how many bytes that was."""
+        data = update.to_bytes(getattr(torch, self.config.wire_dtype),
+                               getattr(torch, self.config.wire_gram_dtype))
+        return ClientUpdate.from_bytes(data), len(data)
+
     # -- rounds and tasks ---------------------------------------------------------------
     def run_round(self, task: int, rnd: int) -> None:
         cfg = self.config
@@ -193,8 +200,8 @@ class Run:
         mine = [c for c in shard(clients, self.ctx) if self.bench.client_indices[task][c]]
         for client in tqdm(mine, desc=f"task {task} round {rnd}", leave=False,
                            disable=self.quiet):
-            update = self.client_round(task, rnd, client)
-            sent += update.nbytes()
+            update, size = self.transmit(self.client_round(task, rnd, client))
+            sent += size
             self.timed("merge", aggregator.add, update)
         phase = f"task {task} round {rnd}"
         self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
@@ -251,10 +258,10 @@ class Run:
                 stats = self.timed("stats", collect_statistics, self.client_model,
                                    self.client_layers, None, mode, loader, cfg.stats_passes,
                                    self.device, cfg.amp)
-            update = ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
+            update, size = self.transmit(ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
                 name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
-                for name, g in stats.grams.items()})
-            sent += update.nbytes()
+                for name, g in stats.grams.items()}))
+            sent += size
             self.timed("merge", aggregator.add, update)
         phase = f"task {task} end"
         self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
