@@ -95,13 +95,20 @@ inline void check_spd_solve(const at::Tensor& q, const at::Tensor& p) {
   }
 }
 
-// t: a floating tensor; with `symmetric`, a square (d, d) matrix.
-inline void check_inspect_term(const at::Tensor& t, bool symmetric) {
-  TORCH_CHECK(is_input_float(t.scalar_type()),
-              "inspect_term: t must be float32, float16, bfloat16 or float64, got ",
-              t.scalar_type());
-  TORCH_CHECK(!symmetric || (t.dim() == 2 && t.size(0) == t.size(1)),
-              "inspect_term: symmetric=True needs a square (d, d) matrix, got ", t.sizes());
+// ts: floating tensors on one device; symmetric[k] (0/1) for each, a square (d, d)
+// matrix where it is 1.
+inline void check_inspect_terms(at::TensorList ts, at::IntArrayRef symmetric) {
+  TORCH_CHECK(ts.size() == symmetric.size(), "inspect_terms: ", ts.size(), " tensors but ",
+              symmetric.size(), " symmetric flags");
+  for (size_t k = 0; k < ts.size(); ++k) {
+    const at::Tensor& t = ts[k];
+    TORCH_CHECK(is_input_float(t.scalar_type()), "inspect_terms: ts[", k,
+                "] must be float32, float16, bfloat16 or float64, got ", t.scalar_type());
+    TORCH_CHECK(t.device() == ts[0].device(), "inspect_terms: ts[", k, "] is on ", t.device(),
+                " but ts[0] is on ", ts[0].device());
+    TORCH_CHECK(symmetric[k] == 0 || (t.dim() == 2 && t.size(0) == t.size(1)),
+                "inspect_terms: symmetric[", k, "] needs a square (d, d) matrix, got ", t.sizes());
+  }
 }
 
 }  // namespace lorm

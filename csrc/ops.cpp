@@ -21,9 +21,11 @@ TORCH_LIBRARY(lorm_ext, m) {
   m.def("lowrank_gram_update(Tensor(a!) acc, Tensor x, Tensor a, Tensor(b!)? diag_acc) -> ()");
   // X with X @ q = p, q (..., d, d) symmetric PSD or (..., d) diagonal, p (..., m, d).
   m.def("spd_solve(Tensor q, Tensor p) -> Tensor");
-  // One read of t: (3,) float64 on t's device = [max |t| (NaNs skipped), all finite,
-  // exactly symmetric (always 1 unless `symmetric`, which needs a square t)].
-  m.def("inspect_term(Tensor t, bool symmetric) -> Tensor");
+  // One read of each ts[k]: (n, 4) float64 on ts' device, row k = [max |t| (NaNs
+  // skipped), all finite, exactly symmetric (1 unless symmetric[k], which needs a square
+  // t), smallest diagonal entry (of a square t; any entry of a flat one; NaNs skipped;
+  // +inf when there is none)].
+  m.def("inspect_terms(Tensor[] ts, int[] symmetric) -> Tensor");
   // Whether this build compiled CUDA kernels (a GPU need not be present).
   m.def("built_with_cuda() -> bool", &built_with_cuda);
 }

@@ -5,7 +5,8 @@ Ops (also reachable as ``torch.ops.lorm_ext.*``):
 - :func:`gram_update` -- streaming full ``(d, d)`` or diagonal ``(d,)`` Gram.
 - :func:`lowrank_gram_update` -- Gram of projected rows ``(r, r)`` plus the diagonal.
 - :func:`spd_solve` -- ``X @ q = p`` for symmetric PSD ``q``, with pinv semantics.
-- :func:`inspect_term` -- one read of a client's term: largest magnitude, finite, symmetric.
+- :func:`inspect_terms` -- one read of each of a client's terms: largest magnitude,
+  finite, exactly symmetric, smallest diagonal entry.
 
 :func:`backend` says which implementation runs; :mod:`lorm_ext.reference` holds the
 pure-torch oracle of every op.
@@ -14,13 +15,13 @@ pure-torch oracle of every op.
 from . import reference
 from ._loader import backend, load_message
 from .errors import LormInputError
-from .ops import gram_update, inspect_term, lowrank_gram_update, spd_solve
+from .ops import gram_update, inspect_terms, lowrank_gram_update, spd_solve
 
 __all__ = [
     "LormInputError",
     "backend",
     "gram_update",
-    "inspect_term",
+    "inspect_terms",
     "load_message",
     "lowrank_gram_update",
     "reference",

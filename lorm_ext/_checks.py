@@ -130,10 +130,16 @@ def check_spd_solve(q, p) -> None:
             _fail(op, f"{name} contains NaN or Inf")
 
 
-def check_inspect_term(t, symmetric) -> None:
-    op = "inspect_term"
-    _tensor(op, "t", t)
-    _dtype(op, "t", t, INPUT_DTYPES)
-    _same_device(op, {"t": t})
-    if symmetric and (t.dim() != 2 or t.shape[0] != t.shape[1]):
-        _fail(op, f"symmetric=True needs a square (d, d) t, got {tuple(t.shape)}")
+def check_inspect_terms(ts, symmetric) -> None:
+    op = "inspect_terms"
+    if not isinstance(ts, (list, tuple)):
+        _fail(op, f"ts must be a list of tensors, got {type(ts).__name__}")
+    if len(symmetric) != len(ts):
+        _fail(op, f"{len(ts)} tensors but {len(symmetric)} symmetric flags")
+    for k, (t, sym) in enumerate(zip(ts, symmetric)):
+        _tensor(op, f"ts[{k}]", t)
+        _dtype(op, f"ts[{k}]", t, INPUT_DTYPES)
+        if sym and (t.dim() != 2 or t.shape[0] != t.shape[1]):
+            _fail(op, f"symmetric[{k}] needs a square (d, d) tensor, got {tuple(t.shape)}")
+    if ts:
+        _same_device(op, {f"ts[{k}]": t for k, t in enumerate(ts)})

@@ -18,6 +18,6 @@ def _spd_solve_fake(q, p):
     return p.new_empty(p.shape, dtype=torch.promote_types(q.dtype, p.dtype))
 
 
-@torch.library.register_fake("lorm_ext::inspect_term")
-def _inspect_term_fake(t, symmetric):
-    return t.new_empty((3,), dtype=torch.float64)
+@torch.library.register_fake("lorm_ext::inspect_terms")
+def _inspect_terms_fake(ts, symmetric):
+    return ts[0].new_empty((len(ts), 4), dtype=torch.float64)

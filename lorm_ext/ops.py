@@ -98,16 +98,25 @@ def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.ops.lorm_ext.spd_solve(q, p)
 
 
-def inspect_term(t: torch.Tensor, symmetric: bool = False) -> tuple[float, bool, bool]:
-    """One read of a term a server is about to add: ``(max |t| with NaNs skipped,
-    every value finite, exactly symmetric)``.
+def inspect_terms(ts: list[torch.Tensor], symmetric: list[bool] | None = None
+                  ) -> list[tuple[float, bool, bool, float]]:
+    """One read of each term a server is about to add, all in one call.
 
     Args:
-        t: any shape, float32/float16/bfloat16/float64.
-        symmetric: compare ``t[i, j]`` with ``t[j, i]`` bit for bit (``t`` must be
-            ``(d, d)``); otherwise the third answer is True.
+        ts: tensors of any shape, float32/float16/bfloat16/float64, on one device.
+        symmetric: per tensor, compare ``t[i, j]`` with ``t[j, i]`` bit for bit (that
+            ``t`` must be ``(d, d)``); default all False.
+
+    Returns:
+        Per tensor ``(max |t| with NaNs skipped, every value finite, exactly symmetric,
+        smallest diagonal entry)``: the diagonal of a square ``t`` checked as symmetric,
+        every entry of any other ``t`` (a ``(d,)`` Gram is a diagonal); NaNs skipped,
+        +inf when there is none.
     """
-    _checks.check_inspect_term(t, symmetric)
-    impl = reference.inspect_term if warn_if_reference() else torch.ops.lorm_ext.inspect_term
-    max_abs, finite, same = impl(t, bool(symmetric)).tolist()
-    return max_abs, bool(finite), bool(same)
+    flags = [False] * len(ts) if symmetric is None else [bool(s) for s in symmetric]
+    _checks.check_inspect_terms(ts, flags)
+    if not ts:
+        return []
+    impl = reference.inspect_terms if warn_if_reference() else torch.ops.lorm_ext.inspect_terms
+    rows = impl(list(ts), [int(f) for f in flags]).tolist()
+    return [(row[0], bool(row[1]), bool(row[2]), row[3]) for row in rows]

@@ -32,16 +32,23 @@ def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
         diag_acc += (rows * rows).sum(0).to(diag_acc.dtype)
 
 
-def inspect_term(t: torch.Tensor, symmetric: bool) -> torch.Tensor:
-    """``(3,)`` float64: max ``|t|`` (NaNs skipped, Inf counts), all finite (1/0), and
-    (with ``symmetric``) exactly equal to its transpose (1/0)."""
-    t64 = t.to(torch.float64)
-    finite = torch.isfinite(t64)
-    magnitudes = t64.abs().nan_to_num(nan=0.0, posinf=float("inf"))
-    max_abs = magnitudes.max().item() if t64.numel() else 0.0
-    # t[i, j] == t[j, i] for every i != j (a NaN pair counts as unequal)
-    same = bool(torch.equal(t.triu(1), t.mT.triu(1))) if symmetric else True
-    return torch.tensor([max_abs, float(bool(finite.all())), float(same)], dtype=torch.float64)
+def inspect_terms(ts: list[torch.Tensor], symmetric: list[int]) -> torch.Tensor:
+    """``(n, 4)`` float64, row k for ``ts[k]``: max ``|t|`` (NaNs skipped, Inf counts),
+    all finite (1/0), exactly symmetric off the diagonal (1/0; always 1 unless
+    ``symmetric[k]``), smallest diagonal entry (of a square ``t``; of any entry of a
+    flat one; NaNs skipped; +inf when there is none)."""
+    rows = []
+    for t, sym in zip(ts, symmetric):
+        t64 = t.to(torch.float64)
+        magnitudes = t64.abs().nan_to_num(nan=0.0, posinf=float("inf"))
+        max_abs = magnitudes.max().item() if t64.numel() else 0.0
+        diagonal = (torch.diagonal(t64) if sym else t64.reshape(-1))
+        diagonal = diagonal[~diagonal.isnan()]
+        smallest = diagonal.min().item() if diagonal.numel() else float("inf")
+        # t[i, j] == t[j, i] for every i != j (a NaN pair counts as unequal)
+        same = bool(torch.equal(t.triu(1), t.mT.triu(1))) if sym else True
+        rows.append([max_abs, float(bool(torch.isfinite(t64).all())), float(same), smallest])
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 4)
 
 
 NEGATIVE_RTOL = 1e-4  # as kNegativeRtol in csrc/solve.cpp

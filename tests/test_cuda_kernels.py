@@ -76,15 +76,16 @@ def test_spd_solve_singular_falls_back_on_gpu():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,symmetric", [((1000, 1000), True), ((33, 33), True),
                                              ((4, 197, 768), False), ((7,), False)])
-def test_inspect_term(dtype, shape, symmetric):
+def test_inspect_terms(dtype, shape, symmetric):
     t = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     if symmetric:
         t = (t + t.mT) / 2
     t = t.to(dtype)
-    ref = lorm_ext.reference.inspect_term(t, symmetric).tolist()
-    assert lorm_ext.inspect_term(t.cuda(), symmetric) == (ref[0], True, True)
+    ref = lorm_ext.reference.inspect_terms([t], [int(symmetric)])[0].tolist()
+    ours = lorm_ext.inspect_terms([t.cuda()], [symmetric])[0]
+    assert ours == (ref[0], True, True, ref[3])
     if symmetric:
         t[0, -1] += 1
-        assert lorm_ext.inspect_term(t.cuda(), symmetric)[2] is False
+        assert lorm_ext.inspect_terms([t.cuda()], [symmetric])[0][2] is False
     t.reshape(-1)[-1] = float("nan")
-    assert lorm_ext.inspect_term(t.cuda(), symmetric)[1] is False
+    assert lorm_ext.inspect_terms([t.cuda()], [symmetric])[0][1] is False

@@ -28,8 +28,8 @@ def samples(device):
                                                                generator=gen).to(device))),
         (torch.ops.lorm_ext.spd_solve.default,
          (q.diagonal().clone(), torch.randn(2, 8, generator=gen).to(device))),
-        (torch.ops.lorm_ext.inspect_term.default, (q.float(), True)),
-        (torch.ops.lorm_ext.inspect_term.default, (x.half(), False)),
+        (torch.ops.lorm_ext.inspect_terms.default, ([q.float(), x.float()], [1, 0])),
+        (torch.ops.lorm_ext.inspect_terms.default, ([x.half()], [0])),
     ]
 
 

@@ -1,6 +1,7 @@
-// CPU kernel of inspect_term: one read of a client's term that finds its largest
-// magnitude, whether every value is finite and (for a square q) whether it is exactly
-// symmetric. The server calls it on every tensor of an update before adding any.
+// CPU kernel of inspect_terms: one read of each of a client's terms that finds its
+// largest magnitude, whether every value is finite, its smallest diagonal entry and
+// (for a square q) whether it is exactly symmetric. The server calls it once per update,
+// on all of its tensors, before adding any.
 //
 // A square term is read in kTile x kTile tile pairs (i-block, j-block) and its mirror
 // (j-block, i-block), so the transposed comparison stays in cache.
@@ -9,7 +10,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -25,16 +28,21 @@ struct Findings {
   double max_abs = 0.0;  // NaNs skipped; Inf counts (and clears `finite`)
   bool finite = true;
   bool symmetric = true;
+  double min_diagonal = std::numeric_limits<double>::infinity();  // NaNs skipped
 
   void see(double v) {
     const double a = std::abs(v);
     if (a > max_abs) max_abs = a;
     if (!std::isfinite(v)) finite = false;
   }
+  void see_diagonal(double v) {
+    if (v < min_diagonal) min_diagonal = v;
+  }
   void merge(const Findings& o) {
     max_abs = std::max(max_abs, o.max_abs);
     finite = finite && o.finite;
     symmetric = symmetric && o.symmetric;
+    min_diagonal = std::min(min_diagonal, o.min_diagonal);
   }
 };
 
@@ -45,29 +53,37 @@ template <typename scalar_t>
 using compute_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 constexpr int kLanes = 8;
 
+// A flat term (a p, a bias, or a (d,) diagonal q): every value is a diagonal entry for
+// the minimum, which matters only for the diagonal q.
 template <typename scalar_t>
 Findings inspect_flat(const scalar_t* data, int64_t n) {
   using c_t = compute_t<scalar_t>;
   std::vector<Findings> parts(at::get_num_threads());
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    c_t largest[kLanes] = {}, zero[kLanes] = {};
+    c_t largest[kLanes] = {}, zero[kLanes] = {}, smallest[kLanes];
+    for (int w = 0; w < kLanes; ++w) smallest[w] = std::numeric_limits<c_t>::infinity();
     int64_t i = begin;
     for (; i + kLanes <= end; i += kLanes) {
 #pragma GCC unroll 8
       for (int w = 0; w < kLanes; ++w) {
-        const c_t a = std::abs(static_cast<c_t>(data[i + w]));
+        const c_t v = static_cast<c_t>(data[i + w]);
+        const c_t a = std::abs(v);
         largest[w] = a > largest[w] ? a : largest[w];
+        smallest[w] = v < smallest[w] ? v : smallest[w];
         zero[w] += a * c_t(0);
       }
     }
     for (; i < end; ++i) {
-      const c_t a = std::abs(static_cast<c_t>(data[i]));
+      const c_t v = static_cast<c_t>(data[i]);
+      const c_t a = std::abs(v);
       largest[0] = a > largest[0] ? a : largest[0];
+      smallest[0] = v < smallest[0] ? v : smallest[0];
       zero[0] += a * c_t(0);
     }
     Findings f;
     for (int w = 0; w < kLanes; ++w) {
       f.max_abs = std::max(f.max_abs, static_cast<double>(largest[w]));
+      f.min_diagonal = std::min(f.min_diagonal, static_cast<double>(smallest[w]));
       f.finite = f.finite && zero[w] == c_t(0);
     }
     parts[at::get_thread_num()].merge(f);
@@ -77,51 +93,76 @@ Findings inspect_flat(const scalar_t* data, int64_t n) {
   return all;
 }
 
-// Every element seen once; every pair (i, j), i < j, compared with (j, i).
+// A square term: the flat pass for magnitude and finiteness, the diagonal for its
+// minimum, then every pair (i, j), i < j, compared with (j, i) in kTile x kTile tile
+// pairs so the transposed reads stay in cache.
 template <typename scalar_t>
 Findings inspect_square(const scalar_t* data, int64_t d) {
+  Findings found = inspect_flat(data, d * d);
+  found.min_diagonal = std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < d; ++i) found.see_diagonal(static_cast<double>(data[i * d + i]));
   const int64_t tiles = (d + kTile - 1) / kTile;
-  std::vector<Findings> parts(at::get_num_threads());
+  std::atomic<bool> symmetric{true};
   at::parallel_for(0, tiles, 1, [&](int64_t b0, int64_t b1) {
-    Findings f;
-    for (int64_t bi = b0; bi < b1; ++bi) {
+    bool same = true;
+    for (int64_t bi = b0; bi < b1 && same; ++bi) {
       const int64_t i0 = bi * kTile, i1 = std::min(d, i0 + kTile);
-      for (int64_t bj = bi; bj < tiles; ++bj) {
+      for (int64_t bj = bi; bj < tiles && same; ++bj) {
         const int64_t j0 = bj * kTile, j1 = std::min(d, j0 + kTile);
         for (int64_t i = i0; i < i1; ++i) {
-          for (int64_t j = (bj == bi ? i : j0); j < j1; ++j) {
-            const scalar_t upper = data[i * d + j];
-            f.see(static_cast<double>(upper));
-            if (j == i) continue;
-            const scalar_t lower = data[j * d + i];
-            f.see(static_cast<double>(lower));
-            // Bitwise-equal values are equal; NaNs already fail `finite`.
-            if (!(upper == lower)) f.symmetric = false;
+          for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
+            same &= data[i * d + j] == data[j * d + i];  // a NaN pair is unequal
           }
         }
       }
     }
-    parts[at::get_thread_num()].merge(f);
+    if (!same) symmetric = false;
   });
-  Findings all;
-  for (const auto& f : parts) all.merge(f);
-  return all;
+  found.symmetric = symmetric;
+  return found;
 }
 
-at::Tensor inspect_term_cpu(const at::Tensor& t, bool symmetric) {
-  check_inspect_term(t, symmetric);
-  TORCH_CHECK(t.is_cpu(), "inspect_term: CPU kernel got t on ", t.device());
+Findings inspect_one(const at::Tensor& t, bool symmetric) {
   const at::Tensor c = t.contiguous();
   Findings found;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "inspect_term", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "inspect_terms", [&] {
     const scalar_t* data = c.const_data_ptr<scalar_t>();
     found = symmetric ? inspect_square(data, c.size(0)) : inspect_flat(data, c.numel());
   });
-  return at::tensor({found.max_abs, found.finite ? 1.0 : 0.0, found.symmetric ? 1.0 : 0.0},
-                    at::TensorOptions().dtype(at::kDouble));
+  return found;
+}
+
+at::Tensor inspect_terms_cpu(at::TensorList ts, at::IntArrayRef symmetric) {
+  check_inspect_terms(ts, symmetric);
+  const int64_t n = static_cast<int64_t>(ts.size());
+  at::Tensor out = at::empty({n, 4}, at::TensorOptions().dtype(at::kDouble));
+  double* rows = out.data_ptr<double>();
+  int64_t largest = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    TORCH_CHECK(ts[k].is_cpu(), "inspect_terms: CPU kernel got ts[", k, "] on ", ts[k].device());
+    largest = std::max(largest, ts[k].numel());
+  }
+  auto inspect_range = [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const Findings f = inspect_one(ts[k], symmetric[k] != 0);
+      double* row = rows + 4 * k;
+      row[0] = f.max_abs;
+      row[1] = f.finite ? 1.0 : 0.0;
+      row[2] = f.symmetric ? 1.0 : 0.0;
+      row[3] = f.min_diagonal;
+    }
+  };
+  // Many small terms (a LoRA update: ~100 tensors of a few thousand values): spread the
+  // terms over the threads. A large term: one at a time, each read in parallel.
+  if (largest < 4 * kGrain) {
+    at::parallel_for(0, n, 1, inspect_range);
+  } else {
+    inspect_range(0, n);
+  }
+  return out;
 }
 
 }  // namespace
 }  // namespace lorm
 
-TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) { m.impl("inspect_term", &lorm::inspect_term_cpu); }
+TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) { m.impl("inspect_terms", &lorm::inspect_terms_cpu); }

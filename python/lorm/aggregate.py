@@ -95,9 +95,12 @@ class Aggregator:
         it is malformed, non-finite, not symmetric or not PSD where a Gram must be, or
         would make a running sum overflow."""
         terms = self._validated_terms(update)
+        known = [key for key in terms if key in self._sums]
+        if known:  # one fused call for every running sum this update adds into
+            torch._foreach_add_([self._sums[key] for key in known],
+                                [terms[key][0] for key in known])
         for key, (value, magnitude) in terms.items():
-            if key in self._sums:
-                self._sums[key].add_(value)
+            if key in self._bounds:
                 self._bounds[key] += magnitude
             else:
                 self._sums[key] = value.to(F64, copy=True)
@@ -138,77 +141,82 @@ class Aggregator:
             self._reject(f"layers differ: missing {missing}, unexpected {extra}")
         if self.num_clients and (update.head is None) != ("head/q" not in self._sums):
             self._reject("head statistics present in some updates and not in others")
-        magnitudes: dict[str, float] = {}  # largest |value| per key, from one read each
         for name, stats in update.layers.items():
-            magnitudes.update(self._validate_stats(f"layer/{name}", stats,
-                                                   gram_only=self.factor == "G"))
+            self._check_structure(f"layer/{name}", stats, gram_only=self.factor == "G")
         if update.head is not None:
             if self.factor == "G":
                 self._reject("an end-of-task ('G') update carries no head statistics")
-            magnitudes.update(self._validate_stats("head", update.head, gram_only=False))
+            self._check_structure("head", update.head, gram_only=False)
         if (update.head is None) != (update.head_bias is None):
             self._reject("head statistics and head bias must come together")
         if update.head_bias is not None:
             self._check_tensor("head/bias", update.head_bias, (update.head.p.shape[0],))
-        terms = {}
-        for key, value in self._terms(update).items():
+        terms = self._terms(update)
+        magnitudes = self._inspected(terms)
+        for key, value in terms.items():
             if key in self._sums and self._sums[key].shape != value.shape:
                 self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
                              f"{tuple(self._sums[key].shape)}")
-            magnitude = magnitudes[key] if key in magnitudes else self._check_tensor(key, value)
+        return {key: (terms[key], magnitude) for key, magnitude in magnitudes.items()}
+
+    def _inspected(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One read of every term (:func:`lorm_ext.inspect_terms`, one call): finite,
+        exactly symmetric ``(d, d)`` q, no negative diagonal entry of a q, no overflow of
+        the running sums; then the curvature probe of each ``(d, d)`` q. Returns the
+        largest magnitude per key."""
+        keys = list(terms)
+        square = [key.endswith("/q") and terms[key].dim() == 2 for key in keys]
+        try:
+            found = lorm_ext.inspect_terms([terms[key] for key in keys], square)
+        except lorm_ext.LormInputError as exc:
+            self._reject(str(exc))
+        magnitudes = {}
+        for key, (magnitude, finite, same, smallest) in zip(keys, found):
+            if not finite:
+                self._reject(f"{key} contains NaN or Inf")
+            if not same:
+                self._reject(f"{key} is not symmetric")
+            if key.endswith("/q") and smallest < -NEGATIVE_RTOL * magnitude:
+                self._reject(f"{key} has a negative diagonal entry: not a Gram")
             # |sum + term| <= bound + max|term|: below the float64 limit, no entry overflows.
             if not magnitude <= FINITE_LIMIT - self._bounds.get(key, 0.0):
                 self._reject(f"{key}: adding values up to {magnitude:.3g} would overflow the "
                              "float64 running sum")
-            terms[key] = (value, magnitude)
-        return terms
+            magnitudes[key] = magnitude
+        for key, is_square in zip(keys, square):
+            if is_square and _has_negative_curvature(terms[key]):
+                self._reject(f"{key} has negative curvature along a random direction: not a Gram")
+        return magnitudes
 
-    def _check_tensor(self, what: str, t, shape: tuple | None = None,
-                      symmetric: bool = False) -> float:
-        """Type, device and shape, then one read (:func:`lorm_ext.inspect_term`): every
-        value finite and, with ``symmetric``, ``t == t.T`` exactly. Returns max ``|t|``."""
+    def _check_tensor(self, what: str, t, shape: tuple | None = None) -> None:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             self._reject(f"{what} must be a floating-point tensor")
         if t.device.type == "meta":
             self._reject(f"{what} is a meta tensor (no values)")
         if shape is not None and tuple(t.shape) != tuple(shape):
             self._reject(f"{what} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-        magnitude, finite, same = lorm_ext.inspect_term(t.detach(), symmetric)
-        if not finite:
-            self._reject(f"{what} contains NaN or Inf")
-        if not same:
-            self._reject(f"{what} is not symmetric")
-        return magnitude
 
-    def _validate_stats(self, key: str, stats: SolveStats, gram_only: bool) -> dict[str, float]:
-        """Checks one layer's (or the head's) statistics; returns the largest magnitude
-        of each of its terms by key (``<key>/q``, ``<key>/p``)."""
+    def _check_structure(self, key: str, stats: SolveStats, gram_only: bool) -> None:
+        """Types and shapes of one layer's (or the head's) statistics; their values are
+        checked in :meth:`_inspected`."""
         if not isinstance(stats, SolveStats):
             self._reject(f"{key}: expected SolveStats, got {type(stats).__name__}")
         q = stats.q
-        if not isinstance(q, torch.Tensor) or not q.is_floating_point():
-            self._reject(f"{key}/q must be a floating-point tensor")
+        self._check_tensor(f"{key}/q", q)
         if q.dim() not in (1, 2):
             self._reject(f"{key}/q must be (d, d) or (d,), got {tuple(q.shape)}")
         if q.dim() == 2 and q.shape[0] != q.shape[1]:
             self._reject(f"{key}/q must be square, got {tuple(q.shape)}")
-        found = {f"{key}/q": self._check_tensor(f"{key}/q", q, symmetric=q.dim() == 2)}
-        diagonal = (torch.diagonal(q) if q.dim() == 2 else q).to(F64)
-        if diagonal.numel() and (diagonal < -NEGATIVE_RTOL * diagonal.abs().max()).any():
-            self._reject(f"{key}/q has a negative diagonal entry: not a Gram")
-        if q.dim() == 2 and _has_negative_curvature(q, diagonal):
-            self._reject(f"{key}/q has negative curvature along a random direction: not a Gram")
         if gram_only:
             if stats.p is not None:
                 self._reject(f"{key} carries p, but an end-of-task ('G') update sends only q")
-            return found
+            return
         if stats.p is None:
             self._reject(f"{key}/p is missing (factor {self.factor!r} needs it)")
-        found[f"{key}/p"] = self._check_tensor(f"{key}/p", stats.p)
+        self._check_tensor(f"{key}/p", stats.p)
         if stats.p.dim() != 2 or stats.p.shape[1] != q.shape[0]:
             self._reject(f"{key}/p must be (m, {q.shape[0]}) to match q, "
                          f"got {tuple(stats.p.shape)}")
-        return found
 
     # -- combining partial aggregators (distributed runs) ---------------------------------
     def partial_sums(self) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -258,7 +266,7 @@ def _max_abs(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t, float("inf"), dtype=F64)) if t.numel() else 0.0
 
 
-def _has_negative_curvature(q: torch.Tensor, diagonal: torch.Tensor) -> bool:
+def _has_negative_curvature(q: torch.Tensor) -> bool:
     """``v.T q v`` clearly below 0 for one of a few random ``v`` (a PSD q gives >= 0).
     The directions come from the OS's entropy, so a crafted q cannot be tuned to them."""
     d = q.shape[0]
@@ -268,7 +276,7 @@ def _has_negative_curvature(q: torch.Tensor, diagonal: torch.Tensor) -> bool:
     v = torch.randn(d, CURVATURE_PROBES, dtype=F64, device=q.device, generator=gen).to(q.dtype)
     curvature = (v * (q @ v)).sum(0, dtype=F64)
     # E[v.T q v] = trace(q) for standard normal v: the natural scale of round-off.
-    return bool((curvature < -NEGATIVE_RTOL * diagonal.abs().sum()).any())
+    return bool((curvature < -NEGATIVE_RTOL * torch.diagonal(q).abs().sum(dtype=F64)).any())
 
 
 def solve_batched(
