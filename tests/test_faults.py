@@ -32,7 +32,7 @@ SAVES = 1 + 2 * (2 + 1)  # the initial save, then per task: each round and the t
 
 
 class SimulatedCrash(Exception):
-    pass
+    """Raised at an injected fault point: the process 'dies' there."""
 
 
 def outcome(run_dir: Path) -> tuple:
