@@ -227,7 +227,9 @@ class Aggregator:
                      num_samples: int) -> None:
         """Installs sums combined elsewhere (e.g. all-reduced over ranks)."""
         self._sums, self._expected = dict(sums), list(layers)
-        self._bounds = {key: _max_abs(value) for key, value in self._sums.items()}
+        keys = list(self._sums)  # the same one-read magnitudes that add() keeps up to date
+        found = lorm_ext.inspect_terms([self._sums[key] for key in keys])
+        self._bounds = {key: row[0] for key, row in zip(keys, found)}
         self.num_clients, self.num_samples = num_clients, num_samples
 
     # -- results ------------------------------------------------------------------------
@@ -260,10 +262,6 @@ class Aggregator:
     def _require_clients(self) -> None:
         if self.num_clients == 0:
             raise ValueError("no client update has been added yet")
-
-
-def _max_abs(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t, float("inf"), dtype=F64)) if t.numel() else 0.0
 
 
 def _has_negative_curvature(q: torch.Tensor) -> bool:
