@@ -1,20 +1,11 @@
 // Operator schemas of lorm_ext.
 //
-// Kernels register themselves per device (cpu/*.cpp, cuda/*) with
-// TORCH_LIBRARY_IMPL; fake (meta) kernels live in lorm_ext/_fake.py.
-#include <torch/library.h>
+// Kernels register themselves per device (cpu/*.cpp in lorm_ext._C, cuda/* in
+// lorm_ext._cuda) with STABLE_TORCH_LIBRARY_IMPL; fake (meta) kernels live in
+// lorm_ext/_fake.py.
+#include "stable.h"
 
-namespace {
-bool built_with_cuda() {
-#ifdef LORM_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
-}  // namespace
-
-TORCH_LIBRARY(lorm_ext, m) {
+STABLE_TORCH_LIBRARY(lorm_ext, m) {
   // acc (d, d) += x.T @ x, or acc (d,) += (x * x).sum(rows); rows = leading dims of x.
   m.def("gram_update(Tensor(a!) acc, Tensor x) -> ()");
   // z = x @ a.T; acc (r, r) += z.T @ z; diag_acc (d,) += (x * x).sum(rows) if given.
@@ -26,6 +17,4 @@ TORCH_LIBRARY(lorm_ext, m) {
   // t), smallest diagonal entry (of a square t; any entry of a flat one; NaNs skipped;
   // +inf when there is none)].
   m.def("inspect_terms(Tensor[] ts, int[] symmetric) -> Tensor");
-  // Whether this build compiled CUDA kernels (a GPU need not be present).
-  m.def("built_with_cuda() -> bool", &built_with_cuda);
 }

@@ -1,7 +1,10 @@
 // Viewing x (..., d) as 2-D row blocks without copying it.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <algorithm>
+#include <vector>
+
+#include "stable.h"
 
 namespace lorm {
 
@@ -10,9 +13,9 @@ namespace lorm {
 // contiguous or transposed-then-sliced x gives one call; otherwise the outermost
 // dim is unrolled. Nothing is copied.
 template <typename Fn>
-void for_each_row_slice(const at::Tensor& x, const Fn& fn) {
+void for_each_row_slice(const Tensor& x, const Fn& fn) {
   if (x.dim() == 1) {
-    fn(x.unsqueeze(0));
+    fn(torch::stable::unsqueeze(x, 0));
     return;
   }
   if (x.dim() == 2) {
@@ -21,14 +24,13 @@ void for_each_row_slice(const at::Tensor& x, const Fn& fn) {
   }
   if (x.stride(0) == x.stride(1) * x.size(1) || x.size(0) == 1 || x.size(1) == 1) {
     // Dims 0 and 1 merge into one with stride(1): a view, never a copy.
-    std::vector<int64_t> sizes(x.sizes().begin() + 1, x.sizes().end());
-    std::vector<int64_t> strides(x.strides().begin() + 1, x.strides().end());
+    const IntArrayRef all_sizes = x.sizes();
+    std::vector<int64_t> sizes(all_sizes.begin() + 1, all_sizes.end());
     sizes[0] *= x.size(0);
-    if (x.size(1) == 1) strides[0] = x.stride(0);
-    for_each_row_slice(x.as_strided(sizes, strides), fn);
+    for_each_row_slice(torch::stable::view(x, sizes), fn);
     return;
   }
-  for (int64_t i = 0; i < x.size(0); ++i) for_each_row_slice(x.select(0, i), fn);
+  for (int64_t i = 0; i < x.size(0); ++i) for_each_row_slice(torch::stable::select(x, 0, i), fn);
 }
 
 // Number of rows of a block such that one block of `d` columns holds about

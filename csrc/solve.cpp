@@ -7,11 +7,14 @@
 
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "checks.h"
 
 namespace lorm {
 namespace {
+
+constexpr ScalarType kDouble = ScalarType::Double;
 
 // A Cholesky whose smallest squared pivot is below this fraction of the largest
 // diagonal entry is treated as numerically singular. The pivots bound the smallest
@@ -26,84 +29,92 @@ constexpr double kNegativeRtol = 1e-4;
 double pinv_rtol(int64_t d) { return static_cast<double>(d) * std::numeric_limits<double>::epsilon(); }
 
 // 1/v where |v| is above rtol * max|v| along the last dim, else 0 (pinv's rule).
-at::Tensor truncated_reciprocal(const at::Tensor& v, int64_t d) {
-  const at::Tensor magnitude = v.abs();
-  const at::Tensor cutoff = magnitude.amax(-1, /*keepdim=*/true) * pinv_rtol(d);
-  return at::where(magnitude > cutoff, v.reciprocal(), at::zeros_like(v));
+Tensor truncated_reciprocal(const Tensor& v, int64_t d) {
+  const Tensor magnitude = aten::abs(v);
+  const Tensor cutoff = aten::mul(aten::amax(magnitude, -1, /*keepdim=*/true), scalar_like(v, pinv_rtol(d)));
+  return aten::where(aten::gt(magnitude, cutoff), aten::reciprocal(v), scalar_like(v, 0.0));
 }
 
 // q in float64 with every subnormal entry set to 0: 1 / subnormal overflows, and a
 // subnormal is no information pinv should invert.
-at::Tensor flushed_double(const at::Tensor& q) {
-  const at::Tensor q64 = q.to(at::kDouble);
-  return at::where(q64.abs() < std::numeric_limits<double>::min(), at::zeros_like(q64), q64);
+Tensor flushed_double(const Tensor& q) {
+  const Tensor q64 = to_dtype(q, kDouble);
+  const Tensor tiny = scalar_like(q64, std::numeric_limits<double>::min());
+  return aten::where(aten::lt(aten::abs(q64), tiny), scalar_like(q64, 0.0), q64);
 }
 
-void check_not_indefinite(const at::Tensor& w) {
-  const at::Tensor smallest = w.amin(-1);
-  const at::Tensor largest = w.abs().amax(-1);
-  const at::Tensor indefinite = smallest < -kNegativeRtol * largest;
-  if (!indefinite.any().item<bool>()) return;
-  const int64_t i = indefinite.nonzero()[0][0].item<int64_t>();
-  TORCH_CHECK_VALUE(false, "spd_solve: q", w.size(0) > 1 ? " (batch entry " + std::to_string(i) + ")" : "",
-                    " is not positive semi-definite: eigenvalue ", smallest[i].item<double>(),
-                    " against a largest magnitude of ", largest[i].item<double>(),
-                    " (beyond round-off; a sum of Grams cannot have it)");
+// w (b, d): refuses any row whose smallest entry is clearly negative.
+void check_not_indefinite(const Tensor& w) {
+  const Tensor smallest = aten::amin(w, -1);
+  const Tensor largest = aten::amax(aten::abs(w), -1);
+  const Tensor indefinite = aten::lt(smallest, aten::mul(largest, scalar_like(largest, -kNegativeRtol)));
+  if (!item_bool(aten::any(indefinite))) return;
+  const int64_t i = item_long(torch::stable::select(aten::nonzero(indefinite), 1, 0));
+  const std::string where_ = w.size(0) > 1 ? concat(" (batch entry ", i, ")") : "";
+  LORM_CHECK_VALUE(false, "spd_solve: q", where_, " is not positive semi-definite: eigenvalue ",
+                   item_double(torch::stable::select(smallest, 0, i)), " against a largest magnitude of ",
+                   item_double(torch::stable::select(largest, 0, i)),
+                   " (beyond round-off; a sum of Grams cannot have it)");
 }
 
-at::Tensor diagonal_solve(const at::Tensor& q64, const at::Tensor& p64) {
-  if (q64.numel() > 0) check_not_indefinite(q64.reshape({-1, q64.size(-1)}));
-  return p64 * truncated_reciprocal(q64, p64.size(-1)).unsqueeze(-2);
+Tensor diagonal_solve(const Tensor& q64, const Tensor& p64) {
+  if (q64.numel() > 0) check_not_indefinite(torch::stable::reshape(q64, {-1, q64.size(-1)}));
+  return aten::mul(p64, torch::stable::unsqueeze(truncated_reciprocal(q64, p64.size(-1)), -2));
 }
 
 // p (b, m, d) @ pinv(q (b, d, d)) through eigh.
-at::Tensor eigen_pinv_solve(const at::Tensor& q, const at::Tensor& p) {
-  auto [w, v] = at::linalg_eigh(q);
+Tensor eigen_pinv_solve(const Tensor& q, const Tensor& p) {
+  auto [w, v] = aten::linalg_eigh(q);
   check_not_indefinite(w);
-  const at::Tensor w_inv = truncated_reciprocal(w, q.size(-1));
-  return at::matmul(at::matmul(p, v) * w_inv.unsqueeze(-2), v.mT());
+  const Tensor w_inv = truncated_reciprocal(w, q.size(-1));
+  return torch::stable::matmul(aten::mul(torch::stable::matmul(p, v), torch::stable::unsqueeze(w_inv, -2)),
+                               mT(v));
 }
 
 // Which matrices of the batch the Cholesky path may answer: status 0 and every
 // squared pivot above kPivotFloor * max diag(q). NaN pivots fail the comparison.
-at::Tensor cholesky_accepted(const at::Tensor& status, const at::Tensor& factor,
-                             const at::Tensor& q_diag_max) {
-  const at::Tensor pivots = factor.diagonal(0, -2, -1);
-  const at::Tensor smallest = (pivots * pivots).amin(-1);
-  return status.eq(0).logical_and(smallest > q_diag_max * kPivotFloor);
+Tensor cholesky_accepted(const Tensor& status, const Tensor& factor, const Tensor& q_diag_max) {
+  const Tensor pivots = aten::diagonal(factor, -2, -1);
+  const Tensor smallest = aten::amin(aten::mul(pivots, pivots), -1);
+  const Tensor floor = aten::mul(q_diag_max, scalar_like(q_diag_max, kPivotFloor));
+  return aten::logical_and(aten::eq(status, scalar_like(status, 0.0)), aten::gt(smallest, floor));
+}
+
+Tensor contiguous_copy(const Tensor& t) {
+  return torch::stable::contiguous(torch::stable::clone(t));
 }
 
 }  // namespace
 
-at::Tensor spd_solve_with(const at::Tensor& q, const at::Tensor& p,
-                          const CholeskyBackend& backend) {
+Tensor spd_solve_with(const Tensor& q, const Tensor& p, const CholeskyBackend& backend) {
   check_spd_solve(q, p);
-  const auto out_dtype = at::promote_types(q.scalar_type(), p.scalar_type());
-  const at::Tensor p64 = p.to(at::kDouble);
-  if (q.dim() == p.dim() - 1) return diagonal_solve(flushed_double(q), p64).to(out_dtype);
+  const ScalarType out_dtype = promote_floating(q.scalar_type(), p.scalar_type());
+  const Tensor p64 = to_dtype(p, kDouble);
+  if (q.dim() == p.dim() - 1) return to_dtype(diagonal_solve(flushed_double(q), p64), out_dtype);
 
   const int64_t m = p.size(-2), d = p.size(-1);
-  if (p.numel() == 0 || d == 0) return at::zeros(p.sizes(), p.options().dtype(out_dtype));
-  const at::Tensor q_batch = flushed_double(q).reshape({-1, d, d}).contiguous();
-  const at::Tensor x = p64.reshape({-1, m, d}).clone(at::MemoryFormat::Contiguous);
-  const at::Tensor factor = q_batch.clone(at::MemoryFormat::Contiguous);
-  const at::Tensor status = backend.factor(factor);
-  const at::Tensor q_diag_max = q_batch.diagonal(0, -2, -1).amax(-1);
-  const at::Tensor accepted = cholesky_accepted(status, factor, q_diag_max).cpu();
+  if (p.numel() == 0 || d == 0) return zeros(p.sizes(), out_dtype, p);
+  const Tensor q_batch = torch::stable::contiguous(torch::stable::reshape(flushed_double(q), {-1, d, d}));
+  const Tensor x = contiguous_copy(torch::stable::reshape(p64, {-1, m, d}));
+  const Tensor factor = contiguous_copy(q_batch);
+  const Tensor status = backend.factor(factor);
+  const Tensor q_diag_max = aten::amax(aten::diagonal(q_batch, -2, -1), -1);
+  const Tensor accepted = to_cpu(cholesky_accepted(status, factor, q_diag_max));
 
-  if (accepted.all().item<bool>()) {
+  if (item_bool(aten::all(accepted))) {
     backend.solve(factor, x);
   } else {
-    const at::Tensor good = accepted.nonzero().flatten().to(q.device());
-    const at::Tensor bad = accepted.logical_not().nonzero().flatten().to(q.device());
+    const Tensor good = to_device_of(torch::stable::flatten(aten::nonzero(accepted)), q);
+    const Tensor bad = to_device_of(torch::stable::flatten(aten::nonzero(aten::logical_not(accepted))), q);
     if (good.numel() > 0) {
-      const at::Tensor x_good = x.index_select(0, good).contiguous();
-      backend.solve(factor.index_select(0, good).contiguous(), x_good);
-      x.index_copy_(0, good, x_good);
+      const Tensor x_good = torch::stable::contiguous(aten::index_select(x, 0, good));
+      backend.solve(torch::stable::contiguous(aten::index_select(factor, 0, good)), x_good);
+      aten::index_copy_(x, 0, good, x_good);
     }
-    x.index_copy_(0, bad, eigen_pinv_solve(q_batch.index_select(0, bad), x.index_select(0, bad)));
+    aten::index_copy_(x, 0, bad,
+                      eigen_pinv_solve(aten::index_select(q_batch, 0, bad), aten::index_select(x, 0, bad)));
   }
-  return x.reshape(p.sizes()).to(out_dtype);
+  return to_dtype(torch::stable::reshape(x, p.sizes()), out_dtype);
 }
 
 }  // namespace lorm

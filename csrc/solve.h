@@ -1,7 +1,7 @@
 // spd_solve, written once for every device around a per-device Cholesky.
 #pragma once
 
-#include <ATen/ATen.h>
+#include "stable.h"
 
 namespace lorm {
 
@@ -10,13 +10,12 @@ namespace lorm {
 struct CholeskyBackend {
   // Factors every q (b, d, d) in place (lower factor, row-major); returns the
   // per-matrix status (b,) int32 on q's device: 0 when the factorisation succeeded.
-  at::Tensor (*factor)(const at::Tensor& q);
+  Tensor (*factor)(const Tensor& q);
   // Overwrites p (b, m, d) with X such that X @ q = p, given q's factor from `factor`.
-  void (*solve)(const at::Tensor& factor, const at::Tensor& p);
+  void (*solve)(const Tensor& factor, const Tensor& p);
 };
 
 // X (..., m, d) with X @ q = p; see the schema in ops.cpp and docs/ops.md.
-at::Tensor spd_solve_with(const at::Tensor& q, const at::Tensor& p,
-                          const CholeskyBackend& backend);
+Tensor spd_solve_with(const Tensor& q, const Tensor& p, const CholeskyBackend& backend);
 
 }  // namespace lorm

@@ -1,47 +1,100 @@
-"""Loads the compiled extension and decides which backend the ops run on."""
+"""Loads the compiled extension modules and decides which backend the ops run on.
+
+lorm_ext._C (schemas, CPU kernels) and lorm_ext._cuda (CUDA kernels) are built on the
+LibTorch stable ABI for a target torch (``_build_info.TARGET_TORCH``): they import under
+that torch and every later one. _cuda is loaded only under a torch with CUDA of the same
+major version it was compiled with.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import importlib
+import importlib.util
+import os
+import re
 import warnings
 
 import torch
 
 _state: dict[str, str | None] = {"backend": None, "message": None}
 
+NOT_BUILT = "lorm_ext._C is not built; every op runs lorm_ext.reference (slow)"
+REBUILD = "Reinstall lorm in this environment: pip install ."
 
-def _version_mismatch(build_info) -> str | None:
-    built_cuda = build_info.CUDA_VERSION
-    if build_info.TORCH_VERSION == torch.__version__ and (
-            built_cuda is None or built_cuda == torch.version.cuda):
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", version).groups()
+    return int(major), int(minor)
+
+
+def _too_old(build_info, torch_version: str) -> str | None:
+    """Why this torch cannot load the build (older than its stable-ABI target), or None."""
+    target = tuple(build_info.TARGET_TORCH)
+    if _release(torch_version) >= target:
         return None
-    return (f"lorm_ext._C was compiled against torch {build_info.TORCH_VERSION} "
-            f"(CUDA {built_cuda}) but torch {torch.__version__} (CUDA {torch.version.cuda}) "
-            "is imported. Rebuild it in this environment: pip install --no-build-isolation .")
+    return (f"lorm_ext needs torch >= {target[0]}.{target[1]} (the stable ABI version it was "
+            f"built for) but torch {torch_version} is imported. Upgrade torch.")
+
+
+def _cuda_mismatch(build_info, torch_cuda: str) -> str | None:
+    """Why the CUDA kernels cannot load under a torch with CUDA torch_cuda, or None."""
+    built = build_info.CUDA_VERSION
+    if built.split(".")[0] == torch_cuda.split(".")[0]:
+        return None
+    return (f"lorm_ext._cuda was compiled for CUDA {built} but this torch uses CUDA "
+            f"{torch_cuda}. {REBUILD}")
+
+
+def _preload_cuda_libraries() -> None:
+    """Loads cuSOLVER and cuBLAS from the nvidia-* wheels of *this* environment (the ones
+    torch uses), so _cuda resolves them wherever it was built."""
+    try:
+        import nvidia
+    except ImportError:
+        return  # a system CUDA: the dynamic linker's search path must hold them
+    for stem in ("cublas", "cusolver"):
+        for base in nvidia.__path__:
+            found = sorted(glob.glob(os.path.join(base, "*", "lib", f"lib{stem}.so.*")))
+            if found:
+                ctypes.CDLL(found[0], mode=ctypes.RTLD_GLOBAL)
+                break
+
+
+def _import_compiled(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:  # built, but its libraries do not resolve
+        raise ImportError(f"{name} failed to load: {exc}. {REBUILD}") from exc
 
 
 def _load() -> tuple[str, str | None]:
     try:
         build_info = importlib.import_module("lorm_ext._build_info")
     except ImportError:
-        return "reference", "lorm_ext._C is not built; every op runs lorm_ext.reference (slow)"
-    mismatch = _version_mismatch(build_info)
+        return "reference", NOT_BUILT
+    too_old = _too_old(build_info, torch.__version__)
+    if too_old:
+        raise ImportError(too_old)
+    if importlib.util.find_spec("lorm_ext._C") is None:
+        return "reference", NOT_BUILT
+    _import_compiled("lorm_ext._C")
+    importlib.import_module("lorm_ext._fake")
+    if not build_info.WITH_CUDA or torch.version.cuda is None:
+        return "cpu", None
+    mismatch = _cuda_mismatch(build_info, torch.version.cuda)
     if mismatch:
         raise ImportError(mismatch)
-    try:
-        importlib.import_module("lorm_ext._C")
-    except ModuleNotFoundError:
-        return "reference", "lorm_ext._C is not built; every op runs lorm_ext.reference (slow)"
-    except ImportError as exc:  # built, but its libraries do not resolve
-        raise ImportError(f"lorm_ext._C failed to load: {exc}. Rebuild with "
-                          "pip install --no-build-isolation .") from exc
-    importlib.import_module("lorm_ext._fake")
-    return ("cuda" if torch.ops.lorm_ext.built_with_cuda() else "cpu"), None
+    _preload_cuda_libraries()
+    _import_compiled("lorm_ext._cuda")
+    return "cuda", None
 
 
 def backend() -> str:
-    """``"cuda"`` (compiled with CUDA kernels; CPU kernels too), ``"cpu"`` (compiled,
-    CPU kernels only) or ``"reference"`` (not built: ops run the pure-torch oracle)."""
+    """``"cuda"`` (CPU and CUDA kernels loaded), ``"cpu"`` (CPU kernels; the build has
+    no CUDA kernels or this torch has no CUDA) or ``"reference"`` (not built: ops run
+    the pure-torch oracle)."""
     if _state["backend"] is None:
         _state["backend"], _state["message"] = _load()
     return _state["backend"]

@@ -10,6 +10,22 @@ from ._loader import warn_if_reference
 from .errors import LormInputError
 
 
+# The compiled kernels (stable ABI) can raise only RuntimeError; a message starting with
+# this tag (csrc/stable.h) is a ValueError about the values passed in.
+VALUE_ERROR_TAG = "[lorm_ext ValueError] "
+
+
+def _compiled_value_errors(fn, *args):
+    """fn(*args), re-raising the kernels' tagged RuntimeErrors as ValueError."""
+    try:
+        return fn(*args)
+    except RuntimeError as exc:
+        message = str(exc)
+        if VALUE_ERROR_TAG not in message:
+            raise
+        raise ValueError(message.split(VALUE_ERROR_TAG, 1)[1]) from None
+
+
 def _raise_if_non_finite(op: str, *updates: torch.Tensor) -> None:
     if not all(bool(torch.isfinite(update).all()) for update in updates):
         raise LormInputError(f"{op}: x contains NaN or Inf (or its Gram overflowed the "
@@ -95,7 +111,7 @@ def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     _checks.check_spd_solve(q, p)
     if warn_if_reference():
         return reference.spd_solve(q, p)
-    return torch.ops.lorm_ext.spd_solve(q, p)
+    return _compiled_value_errors(torch.ops.lorm_ext.spd_solve, q, p)
 
 
 def inspect_terms(ts: list[torch.Tensor], symmetric: list[bool] | None = None

@@ -3,10 +3,7 @@
 // The diagonal kernel reads x in place with its own strides and sums squares in
 // float64 per column chunk; the full and low-rank paths go through BLAS one block of
 // rows at a time (gram_blocked.cpp), so no temporary grows with the number of rows.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <vector>
 
 #include "../checks.h"
 #include "../gram_blocked.h"
@@ -19,11 +16,11 @@ constexpr int64_t kColumnGrain = 256;
 
 // out[j] += sum_i s[i, j]^2 for a 2-D strided view s (n, d).
 template <typename scalar_t, typename acc_t>
-void add_square_sums_typed(const at::Tensor& s, acc_t* out) {
+void add_square_sums_typed(const Tensor& s, acc_t* out) {
   const int64_t n = s.size(0), d = s.size(1);
   const int64_t rs = s.stride(0), cs = s.stride(1);
   const scalar_t* base = s.const_data_ptr<scalar_t>();
-  at::parallel_for(0, d, kColumnGrain, [&](int64_t j0, int64_t j1) {
+  torch::stable::parallel_for(0, d, kColumnGrain, [&](int64_t j0, int64_t j1) {
     std::vector<double> sums(j1 - j0, 0.0);
     for (int64_t i = 0; i < n; ++i) {
       const scalar_t* row = base + i * rs;
@@ -43,20 +40,21 @@ void add_square_sums_typed(const at::Tensor& s, acc_t* out) {
   });
 }
 
-void add_square_sums(const at::Tensor& s, const at::Tensor& acc) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "square_sums", [&] {
-    using x_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "square_sums_acc", [&] {
-      add_square_sums_typed<x_t, scalar_t>(s, acc.data_ptr<scalar_t>());
+void add_square_sums(const Tensor& s, const Tensor& acc) {
+  dispatch_input_float(s.scalar_type(), "square_sums", [&](auto x_tag) {
+    using x_t = typename decltype(x_tag)::type;
+    dispatch_acc_float(acc.scalar_type(), "square_sums", [&](auto acc_tag) {
+      using acc_t = typename decltype(acc_tag)::type;
+      add_square_sums_typed<x_t, acc_t>(s, acc.mutable_data_ptr<acc_t>());
     });
   });
 }
 
-void gram_update_cpu(const at::Tensor& acc, const at::Tensor& x) {
+void gram_update_cpu(const Tensor& acc, const Tensor& x) {
   check_gram_update(acc, x);
-  TORCH_CHECK(acc.is_cpu(), "gram_update: CPU kernel got acc on ", acc.device());
+  LORM_CHECK(acc.is_cpu(), "gram_update: CPU kernel got acc on ", device_name(acc));
   if (x.numel() == 0) return;
-  for_each_row_slice(x, [&](const at::Tensor& s) {
+  for_each_row_slice(x, [&](const Tensor& s) {
     if (acc.dim() == 1) {
       add_square_sums(s, acc);
     } else {
@@ -65,13 +63,13 @@ void gram_update_cpu(const at::Tensor& acc, const at::Tensor& x) {
   });
 }
 
-void lowrank_gram_update_cpu(const at::Tensor& acc, const at::Tensor& x, const at::Tensor& a,
-                             const std::optional<at::Tensor>& diag_acc) {
+void lowrank_gram_update_cpu(const Tensor& acc, const Tensor& x, const Tensor& a,
+                             const std::optional<Tensor>& diag_acc) {
   check_lowrank_gram_update(acc, x, a, diag_acc);
-  TORCH_CHECK(acc.is_cpu(), "lowrank_gram_update: CPU kernel got acc on ", acc.device());
+  LORM_CHECK(acc.is_cpu(), "lowrank_gram_update: CPU kernel got acc on ", device_name(acc));
   if (x.numel() == 0) return;
-  const at::Tensor a_acc = a.to(acc.scalar_type()).contiguous();
-  for_each_row_slice(x, [&](const at::Tensor& s) {
+  const Tensor a_acc = torch::stable::contiguous(to_dtype(a, acc.scalar_type()));
+  for_each_row_slice(x, [&](const Tensor& s) {
     add_lowrank_gram_blocked(s, a_acc, acc, diag_acc, &add_square_sums);
   });
 }
@@ -79,7 +77,7 @@ void lowrank_gram_update_cpu(const at::Tensor& acc, const at::Tensor& x, const a
 }  // namespace
 }  // namespace lorm
 
-TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) {
-  m.impl("gram_update", &lorm::gram_update_cpu);
-  m.impl("lowrank_gram_update", &lorm::lowrank_gram_update_cpu);
+STABLE_TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) {
+  m.impl("gram_update", TORCH_BOX(&lorm::gram_update_cpu));
+  m.impl("lowrank_gram_update", TORCH_BOX(&lorm::lowrank_gram_update_cpu));
 }

@@ -5,11 +5,7 @@
 //
 // A square term is read in kTile x kTile tile pairs (i-block, j-block) and its mirror
 // (j-block, i-block), so the transposed comparison stays in cache.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -58,8 +54,8 @@ constexpr int kLanes = 8;
 template <typename scalar_t>
 Findings inspect_flat(const scalar_t* data, int64_t n) {
   using c_t = compute_t<scalar_t>;
-  std::vector<Findings> parts(at::get_num_threads());
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+  std::vector<Findings> parts(torch::stable::get_num_threads());
+  torch::stable::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     c_t largest[kLanes] = {}, zero[kLanes] = {}, smallest[kLanes];
     for (int w = 0; w < kLanes; ++w) smallest[w] = std::numeric_limits<c_t>::infinity();
     int64_t i = begin;
@@ -86,7 +82,7 @@ Findings inspect_flat(const scalar_t* data, int64_t n) {
       f.min_diagonal = std::min(f.min_diagonal, static_cast<double>(smallest[w]));
       f.finite = f.finite && zero[w] == c_t(0);
     }
-    parts[at::get_thread_num()].merge(f);
+    parts[thread_index()].merge(f);
   });
   Findings all;
   for (const auto& f : parts) all.merge(f);
@@ -103,7 +99,7 @@ Findings inspect_square(const scalar_t* data, int64_t d) {
   for (int64_t i = 0; i < d; ++i) found.see_diagonal(static_cast<double>(data[i * d + i]));
   const int64_t tiles = (d + kTile - 1) / kTile;
   std::atomic<bool> symmetric{true};
-  at::parallel_for(0, tiles, 1, [&](int64_t b0, int64_t b1) {
+  torch::stable::parallel_for(0, tiles, 1, [&](int64_t b0, int64_t b1) {
     bool same = true;
     for (int64_t bi = b0; bi < b1 && same; ++bi) {
       const int64_t i0 = bi * kTile, i1 = std::min(d, i0 + kTile);
@@ -122,24 +118,25 @@ Findings inspect_square(const scalar_t* data, int64_t d) {
   return found;
 }
 
-Findings inspect_one(const at::Tensor& t, bool symmetric) {
-  const at::Tensor c = t.contiguous();
+Findings inspect_one(const Tensor& t, bool symmetric) {
+  const Tensor c = torch::stable::contiguous(t);
   Findings found;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "inspect_terms", [&] {
+  dispatch_input_float(c.scalar_type(), "inspect_terms", [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
     const scalar_t* data = c.const_data_ptr<scalar_t>();
     found = symmetric ? inspect_square(data, c.size(0)) : inspect_flat(data, c.numel());
   });
   return found;
 }
 
-at::Tensor inspect_terms_cpu(at::TensorList ts, at::IntArrayRef symmetric) {
+Tensor inspect_terms_cpu(std::vector<Tensor> ts, std::vector<int64_t> symmetric) {
   check_inspect_terms(ts, symmetric);
   const int64_t n = static_cast<int64_t>(ts.size());
-  at::Tensor out = at::empty({n, 4}, at::TensorOptions().dtype(at::kDouble));
-  double* rows = out.data_ptr<double>();
+  Tensor out = empty_cpu({n, 4}, ScalarType::Double);
+  double* rows = out.mutable_data_ptr<double>();
   int64_t largest = 0;
   for (int64_t k = 0; k < n; ++k) {
-    TORCH_CHECK(ts[k].is_cpu(), "inspect_terms: CPU kernel got ts[", k, "] on ", ts[k].device());
+    LORM_CHECK(ts[k].is_cpu(), "inspect_terms: CPU kernel got ts[", k, "] on ", device_name(ts[k]));
     largest = std::max(largest, ts[k].numel());
   }
   auto inspect_range = [&](int64_t begin, int64_t end) {
@@ -155,7 +152,7 @@ at::Tensor inspect_terms_cpu(at::TensorList ts, at::IntArrayRef symmetric) {
   // Many small terms (a LoRA update: ~100 tensors of a few thousand values): spread the
   // terms over the threads. A large term: one at a time, each read in parallel.
   if (largest < 4 * kGrain) {
-    at::parallel_for(0, n, 1, inspect_range);
+    torch::stable::parallel_for(0, n, 1, inspect_range);
   } else {
     inspect_range(0, n);
   }
@@ -165,4 +162,6 @@ at::Tensor inspect_terms_cpu(at::TensorList ts, at::IntArrayRef symmetric) {
 }  // namespace
 }  // namespace lorm
 
-TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) { m.impl("inspect_terms", &lorm::inspect_terms_cpu); }
+STABLE_TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) {
+  m.impl("inspect_terms", TORCH_BOX(&lorm::inspect_terms_cpu));
+}

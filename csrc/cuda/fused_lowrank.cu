@@ -7,9 +7,9 @@
 // The block's eight rows of z meet in shared memory and each thread keeps a few
 // entries of z.T @ z in registers; everything reaches global memory once per block
 // through atomicAdd.
-#include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <algorithm>
 
+#include "context.h"
 #include "cuda_check.h"
 #include "launchers.h"
 #include "vec_load.cuh"
@@ -108,36 +108,38 @@ fused_lowrank_kernel(const scalar_t* __restrict__ x, int64_t n, int64_t d, int64
 }
 
 template <typename scalar_t, int kVec>
-void launch(const at::Tensor& s, const at::Tensor& a, const at::Tensor& acc,
-            const at::Tensor& diag_acc) {
+void launch(const Tensor& s, const Tensor& a, const Tensor& acc,
+            const std::optional<Tensor>& diag_acc) {
   const int64_t n = s.size(0), d = s.size(1);
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int sms = multiprocessor_count(device_of(acc));
   const int64_t target_blocks = 4LL * sms;
   int64_t rows_per_block = (n + target_blocks - 1) / target_blocks;
   rows_per_block = std::max<int64_t>(4 * kWarps, (rows_per_block + kWarps - 1) / kWarps * kWarps);
   const int64_t blocks = (n + rows_per_block - 1) / rows_per_block;
-  const bool with_diag = diag_acc.defined();
+  const bool with_diag = diag_acc.has_value();
   const bool shared_diag = with_diag && d * sizeof(float) <= kSharedDiagLimitBytes;
   const size_t shared_bytes = (kWarps * kMaxRank + (shared_diag ? d : 0)) * sizeof(float);
   fused_lowrank_kernel<scalar_t, kVec>
-      <<<blocks, kThreads, shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
+      <<<blocks, kThreads, shared_bytes, current_stream(device_of(acc))>>>(
           s.const_data_ptr<scalar_t>(), n, d, s.stride(0), s.stride(1),
           a.const_data_ptr<float>(), static_cast<int>(a.size(0)), rows_per_block,
-          acc.data_ptr<float>(), with_diag ? diag_acc.data_ptr<float>() : nullptr, shared_diag);
+          acc.mutable_data_ptr<float>(), with_diag ? diag_acc->mutable_data_ptr<float>() : nullptr,
+          shared_diag);
   LORM_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
 
-void launch_fused_lowrank(const at::Tensor& s, const at::Tensor& a, const at::Tensor& acc,
-                          const at::Tensor& diag_acc) {
-  TORCH_CHECK(acc.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat &&
-                  a.is_contiguous() && a.size(0) <= kMaxRank,
-              "lowrank_gram_update: fused CUDA kernel needs float32 acc and a, r <= ", kMaxRank);
-  TORCH_CHECK(!diag_acc.defined() || diag_acc.scalar_type() == at::kFloat,
-              "lowrank_gram_update: fused CUDA kernel needs a float32 diag_acc");
+void launch_fused_lowrank(const Tensor& s, const Tensor& a, const Tensor& acc,
+                          const std::optional<Tensor>& diag_acc) {
+  LORM_CHECK(acc.scalar_type() == ScalarType::Float && a.scalar_type() == ScalarType::Float &&
+                 a.is_contiguous() && a.size(0) <= kMaxRank,
+             "lowrank_gram_update: fused CUDA kernel needs float32 acc and a, r <= ", kMaxRank);
+  LORM_CHECK(!diag_acc.has_value() || diag_acc->scalar_type() == ScalarType::Float,
+             "lowrank_gram_update: fused CUDA kernel needs a float32 diag_acc");
   if (s.size(0) == 0 || s.size(1) == 0) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "fused_lowrank", [&] {
+  dispatch_input_float(s.scalar_type(), "fused_lowrank", [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
     constexpr int vec = vec_width<scalar_t>();
     if (rows_vectorizable(s, vec)) {
       launch<scalar_t, vec>(s, a, acc, diag_acc);

@@ -3,11 +3,11 @@
 // non-negative double, which order like the values), whether every value is finite,
 // the smallest diagonal entry (a compare-and-swap loop) and, for a square term,
 // whether t[i][j] == t[j][i] for every i < j.
-#include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <torch/library.h>
+#include <algorithm>
+#include <vector>
 
 #include "../checks.h"
+#include "context.h"
 #include "cuda_check.h"
 
 namespace lorm {
@@ -53,37 +53,60 @@ __global__ void inspect_kernel(const scalar_t* __restrict__ t, int64_t n, int64_
   atomic_min_double(state + 3, local_min);
 }
 
-at::Tensor inspect_one(const at::Tensor& t, bool symmetric) {
-  TORCH_CHECK(t.is_cuda(), "inspect_terms: CUDA kernel got a tensor on ", t.device());
-  const at::Tensor c = t.contiguous();
-  const double inf = std::numeric_limits<double>::infinity();
-  at::Tensor state = at::tensor({0.0, 0.0, 0.0, inf}, at::TensorOptions().dtype(at::kDouble))
-                         .view(at::kLong).to(c.device());
-  const int64_t n = c.numel();
-  if (n > 0) {
-    const int blocks = static_cast<int>(std::min<int64_t>(kMaxBlocks, (n + kThreads - 1) / kThreads));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, c.scalar_type(), "inspect_terms", [&] {
-      inspect_kernel<scalar_t><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          c.const_data_ptr<scalar_t>(), n, symmetric ? c.size(0) : 1, symmetric,
-          reinterpret_cast<unsigned long long*>(state.data_ptr<int64_t>()));
-    });
-    LORM_CUDA_CHECK(cudaGetLastError());
-  }
-  const at::Tensor max_abs = state.narrow(0, 0, 1).view(at::kDouble);
-  const at::Tensor flags = state.narrow(0, 1, 2).eq(0).to(at::kDouble);
-  const at::Tensor min_diagonal = state.narrow(0, 3, 1).view(at::kDouble);
-  return at::cat({max_abs, flags, min_diagonal});
+// Every row of state starts as [0, 0, 0, bits of +inf].
+__global__ void init_state_kernel(unsigned long long* state, int64_t n) {
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= n) return;
+  state[4 * k] = state[4 * k + 1] = state[4 * k + 2] = 0ULL;
+  state[4 * k + 3] = 0x7ff0000000000000ULL;
 }
 
-at::Tensor inspect_terms_cuda(at::TensorList ts, at::IntArrayRef symmetric) {
+// out row k = [max |t|, all finite, exactly symmetric, smallest diagonal entry].
+__global__ void finish_kernel(const unsigned long long* state, int64_t n, double* out) {
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= n) return;
+  out[4 * k] = __longlong_as_double(static_cast<long long>(state[4 * k]));
+  out[4 * k + 1] = state[4 * k + 1] == 0 ? 1.0 : 0.0;
+  out[4 * k + 2] = state[4 * k + 2] == 0 ? 1.0 : 0.0;
+  out[4 * k + 3] = __longlong_as_double(static_cast<long long>(state[4 * k + 3]));
+}
+
+int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+
+void inspect_one(const Tensor& t, bool symmetric, unsigned long long* state, cudaStream_t stream) {
+  LORM_CHECK(t.is_cuda(), "inspect_terms: CUDA kernel got a tensor on ", device_name(t));
+  const Tensor c = torch::stable::contiguous(t);
+  const int64_t n = c.numel();
+  if (n == 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>(kMaxBlocks, blocks_for(n)));
+  dispatch_input_float(c.scalar_type(), "inspect_terms", [&](auto tag) {
+    using scalar_t = typename decltype(tag)::type;
+    inspect_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+        c.const_data_ptr<scalar_t>(), n, symmetric ? c.size(0) : 1, symmetric, state);
+  });
+  LORM_CUDA_CHECK(cudaGetLastError());
+}
+
+Tensor inspect_terms_cuda(std::vector<Tensor> ts, std::vector<int64_t> symmetric) {
   check_inspect_terms(ts, symmetric);
-  std::vector<at::Tensor> rows;
-  rows.reserve(ts.size());
-  for (size_t k = 0; k < ts.size(); ++k) rows.push_back(inspect_one(ts[k], symmetric[k] != 0));
-  return at::stack(rows);
+  LORM_CHECK(!ts.empty(), "inspect_terms: the CUDA kernel needs at least one tensor");
+  const DeviceGuard guard(ts[0].get_device_index());
+  const cudaStream_t stream = current_stream(device_of(ts[0]));
+  const int64_t n = static_cast<int64_t>(ts.size());
+  const Tensor state = torch::stable::empty({n, 4}, ScalarType::Long, std::nullopt, ts[0].device());
+  auto* bits = reinterpret_cast<unsigned long long*>(state.mutable_data_ptr<int64_t>());
+  init_state_kernel<<<blocks_for(n), kThreads, 0, stream>>>(bits, n);
+  LORM_CUDA_CHECK(cudaGetLastError());
+  for (int64_t k = 0; k < n; ++k) inspect_one(ts[k], symmetric[k] != 0, bits + 4 * k, stream);
+  const Tensor out = torch::stable::empty({n, 4}, ScalarType::Double, std::nullopt, ts[0].device());
+  finish_kernel<<<blocks_for(n), kThreads, 0, stream>>>(bits, n, out.mutable_data_ptr<double>());
+  LORM_CUDA_CHECK(cudaGetLastError());
+  return out;
 }
 
 }  // namespace
 }  // namespace lorm
 
-TORCH_LIBRARY_IMPL(lorm_ext, CUDA, m) { m.impl("inspect_terms", &lorm::inspect_terms_cuda); }
+STABLE_TORCH_LIBRARY_IMPL(lorm_ext, CUDA, m) {
+  m.impl("inspect_terms", TORCH_BOX(&lorm::inspect_terms_cuda));
+}

@@ -4,9 +4,9 @@
 // whole rows coalesced (16-byte loads when the layout allows); partial sums stay in
 // registers in the accumulator's precision and reach acc with one atomicAdd per
 // column per chunk.
-#include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <algorithm>
 
+#include "context.h"
 #include "cuda_check.h"
 #include "launchers.h"
 #include "vec_load.cuh"
@@ -45,38 +45,39 @@ __global__ void square_sums_kernel(const scalar_t* __restrict__ x, int64_t n, in
 }
 
 template <typename scalar_t, typename acc_t, int kVec>
-void launch(const at::Tensor& s, const at::Tensor& acc) {
+void launch(const Tensor& s, const Tensor& acc) {
   const int64_t n = s.size(0), d = s.size(1);
   const int64_t chunks = (n + kMaxRowsPerChunk - 1) / kMaxRowsPerChunk;
   const int64_t rows_per_chunk = (n + chunks - 1) / chunks;
   const dim3 grid((d / kVec + kThreads - 1) / kThreads, chunks);
   square_sums_kernel<scalar_t, acc_t, kVec>
-      <<<grid, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      <<<grid, kThreads, 0, current_stream(device_of(acc))>>>(
           s.const_data_ptr<scalar_t>(), n, d, s.stride(0), s.stride(1), rows_per_chunk,
-          acc.data_ptr<acc_t>());
+          acc.mutable_data_ptr<acc_t>());
   LORM_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
 
-void launch_square_sums(const at::Tensor& s, const at::Tensor& acc) {
+void launch_square_sums(const Tensor& s, const Tensor& acc) {
   if (s.size(0) == 0 || s.size(1) == 0) return;
   // gridDim.y is capped at 65535: split very tall slices.
   const int64_t max_rows = kMaxRowsPerChunk * 65535;
   if (s.size(0) > max_rows) {
     for (int64_t i = 0; i < s.size(0); i += max_rows)
-      launch_square_sums(s.narrow(0, i, std::min(max_rows, s.size(0) - i)), acc);
+      launch_square_sums(narrow(s, 0, i, std::min(max_rows, s.size(0) - i)), acc);
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "square_sums", [&] {
-    using x_t = scalar_t;
+  dispatch_input_float(s.scalar_type(), "square_sums", [&](auto x_tag) {
+    using x_t = typename decltype(x_tag)::type;
     constexpr int vec = vec_width<x_t>();
     const bool vectorized = rows_vectorizable(s, vec);
-    AT_DISPATCH_FLOATING_TYPES(acc.scalar_type(), "square_sums_acc", [&] {
+    dispatch_acc_float(acc.scalar_type(), "square_sums", [&](auto acc_tag) {
+      using acc_t = typename decltype(acc_tag)::type;
       if (vectorized) {
-        launch<x_t, scalar_t, vec>(s, acc);
+        launch<x_t, acc_t, vec>(s, acc);
       } else {
-        launch<x_t, scalar_t, 1>(s, acc);
+        launch<x_t, acc_t, 1>(s, acc);
       }
     });
   });

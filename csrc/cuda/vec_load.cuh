@@ -2,7 +2,9 @@
 // whether a row slice allows them.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <cstdint>
+
+#include "../stable.h"
 
 namespace lorm {
 
@@ -23,10 +25,10 @@ constexpr int vec_width() {
 }
 
 // True when every row of s (n, d) starts 16-byte aligned and holds whole packets.
-inline bool rows_vectorizable(const at::Tensor& s, int vec) {
+inline bool rows_vectorizable(const Tensor& s, int vec) {
   if (vec <= 1 || s.stride(1) != 1) return false;
   const auto addr = reinterpret_cast<uintptr_t>(s.const_data_ptr());
-  const int64_t bytes = vec * s.element_size();
+  const int64_t bytes = vec * static_cast<int64_t>(s.element_size());
   return addr % bytes == 0 && s.size(1) % vec == 0 && (s.size(0) <= 1 || s.stride(0) % vec == 0);
 }
 
