@@ -11,7 +11,9 @@ STABLE_TORCH_LIBRARY(lorm_ext, m) {
   // z = x @ a.T; acc (r, r) += z.T @ z; diag_acc (d,) += (x * x).sum(rows) if given.
   m.def("lowrank_gram_update(Tensor(a!) acc, Tensor x, Tensor a, Tensor(b!)? diag_acc) -> ()");
   // X with X @ q = p, q (..., d, d) symmetric PSD or (..., d) diagonal, p (..., m, d).
-  m.def("spd_solve(Tensor q, Tensor p) -> Tensor");
+  // A kernel that has it starts matrices with d >= mixed_min_dim (0: none) from a
+  // float32 factor refined in float64 (same answer to float64 round-off; solve.cpp).
+  m.def("spd_solve(Tensor q, Tensor p, int mixed_min_dim=1024) -> Tensor");
   // One read of each ts[k]: (n, 4) float64 on ts' device, row k = [max |t| (NaNs
   // skipped), all finite, exactly symmetric (1 unless symmetric[k], which needs a square
   // t), smallest diagonal entry (of a square t; any entry of a flat one; NaNs skipped;

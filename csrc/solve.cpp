@@ -5,6 +5,7 @@
 // pseudo-inverse with pinv's exact cut-off.
 #include "solve.h"
 
+#include <cmath>
 #include <limits>
 #include <string>
 #include <vector>
@@ -35,13 +36,6 @@ Tensor truncated_reciprocal(const Tensor& v, int64_t d) {
   return aten::where(aten::gt(magnitude, cutoff), aten::reciprocal(v), scalar_like(v, 0.0));
 }
 
-// q in float64 with every subnormal entry set to 0: 1 / subnormal overflows, and a
-// subnormal is no information pinv should invert.
-Tensor flushed_double(const Tensor& q) {
-  const Tensor q64 = to_dtype(q, kDouble);
-  const Tensor tiny = scalar_like(q64, std::numeric_limits<double>::min());
-  return aten::where(aten::lt(aten::abs(q64), tiny), scalar_like(q64, 0.0), q64);
-}
 
 // w (b, d): refuses any row whose smallest entry is clearly negative.
 void check_not_indefinite(const Tensor& w) {
@@ -84,37 +78,95 @@ Tensor contiguous_copy(const Tensor& t) {
   return torch::stable::contiguous(torch::stable::clone(t));
 }
 
+// Refinement stops after this many corrections (LAPACK's dsposv allows 30; a q the
+// float32 factor can serve converges in two or three).
+constexpr int kMaxRefinements = 10;
+
+// Mixed precision (LAPACK dsposv's scheme): X from a float32 Cholesky factor of q,
+// then corrections dX = solve32(p - X q) with the residual in float64, until every row
+// of X meets dsposv's test |r|_max <= |x|_max * |q|_inf * eps * sqrt(d). Returns X
+// (b, m, d) and which matrices of the batch converged (b,) bool on the CPU; only their
+// rows of X are solutions. A q the float32 factor cannot serve (cond(q) beyond ~1e7)
+// does not converge.
+std::tuple<Tensor, Tensor> refine_from_float32(const Tensor& q_batch, const Tensor& p_batch,
+                                               const CholeskyBackend& backend) {
+  const int64_t d = q_batch.size(-1);
+  const Tensor q32 = to_dtype(q_batch, ScalarType::Float);
+  auto [factor32, status] = backend.factor(q32);
+  const Tensor factored = aten::eq(status, scalar_like(status, 0.0));  // (b,)
+  // |q|_inf from the float32 copy (half the bytes; it only scales the tolerance).
+  const Tensor q_norm = to_dtype(aten::amax(aten::sum(aten::abs(q32), -1), -1, /*keepdim=*/true), kDouble);
+  const double rtol = std::numeric_limits<double>::epsilon() * std::sqrt(static_cast<double>(d));
+  const Tensor row_tolerance = aten::mul(q_norm, scalar_like(q_norm, rtol));
+  const Tensor x = zeros(p_batch.sizes(), ScalarType::Double, p_batch);
+  Tensor residual = p_batch, converged = factored;
+  for (int step = 0; step <= kMaxRefinements; ++step) {
+    const Tensor correction = torch::stable::contiguous(to_dtype(residual, ScalarType::Float));
+    backend.solve(factor32, correction);
+    add_into(x, correction);
+    residual = torch::stable::subtract(p_batch, aten::bmm(x, q_batch));
+    const Tensor small = aten::le(aten::amax(aten::abs(residual), -1),
+                                  aten::mul(aten::amax(aten::abs(x), -1), row_tolerance));
+    converged = aten::logical_and(factored, aten::all_dim(small, -1));
+    if (item_bool(aten::all(aten::logical_or(converged, aten::logical_not(factored))))) break;
+  }
+  return {x, to_cpu(converged)};
+}
+
+// X (b, m, d) with X @ q = p for each matrix of a contiguous float64 batch: Cholesky
+// where it is accepted, eigendecomposition pseudo-inverse elsewhere.
+Tensor solve_float64(const Tensor& q_batch, const Tensor& p_batch, const CholeskyBackend& backend) {
+  auto [factor, status] = backend.factor(q_batch);
+  const Tensor q_diag_max = aten::amax(aten::diagonal(q_batch, -2, -1), -1);
+  const Tensor accepted = to_cpu(cholesky_accepted(status, factor, q_diag_max));
+  const Tensor x = contiguous_copy(p_batch);
+  if (item_bool(aten::all(accepted))) {
+    backend.solve(factor, x);
+    return x;
+  }
+  const Tensor good = to_device_of(torch::stable::flatten(aten::nonzero(accepted)), q_batch);
+  const Tensor bad = to_device_of(torch::stable::flatten(aten::nonzero(aten::logical_not(accepted))), q_batch);
+  if (good.numel() > 0) {
+    const Tensor x_good = torch::stable::contiguous(aten::index_select(x, 0, good));
+    backend.solve(torch::stable::contiguous(aten::index_select(factor, 0, good)), x_good);
+    aten::index_copy_(x, 0, good, x_good);
+  }
+  aten::index_copy_(x, 0, bad,
+                    eigen_pinv_solve(aten::index_select(q_batch, 0, bad), aten::index_select(x, 0, bad)));
+  return x;
+}
+
 }  // namespace
 
-Tensor spd_solve_with(const Tensor& q, const Tensor& p, const CholeskyBackend& backend) {
+// Subnormal entries of q count as 0: 1 / subnormal overflows, and a subnormal is no
+// information pinv should invert.
+Tensor flushed_any_device(const Tensor& q) {
+  const Tensor tiny = scalar_like(q, std::numeric_limits<double>::min());
+  return aten::where(aten::lt(aten::abs(q), tiny), scalar_like(q, 0.0), q);
+}
+
+Tensor spd_solve_with(const Tensor& q, const Tensor& p, int64_t mixed_min_dim,
+                      const CholeskyBackend& backend) {
   check_spd_solve(q, p);
   const ScalarType out_dtype = promote_floating(q.scalar_type(), p.scalar_type());
   const Tensor p64 = to_dtype(p, kDouble);
-  if (q.dim() == p.dim() - 1) return to_dtype(diagonal_solve(flushed_double(q), p64), out_dtype);
+  const Tensor q64 = torch::stable::contiguous(to_dtype(q, kDouble));
+  if (q.dim() == p.dim() - 1) return to_dtype(diagonal_solve(backend.flushed(q64), p64), out_dtype);
 
   const int64_t m = p.size(-2), d = p.size(-1);
   if (p.numel() == 0 || d == 0) return zeros(p.sizes(), out_dtype, p);
-  const Tensor q_batch = torch::stable::contiguous(torch::stable::reshape(flushed_double(q), {-1, d, d}));
-  const Tensor x = contiguous_copy(torch::stable::reshape(p64, {-1, m, d}));
-  const Tensor factor = contiguous_copy(q_batch);
-  const Tensor status = backend.factor(factor);
-  const Tensor q_diag_max = aten::amax(aten::diagonal(q_batch, -2, -1), -1);
-  const Tensor accepted = to_cpu(cholesky_accepted(status, factor, q_diag_max));
-
-  if (item_bool(aten::all(accepted))) {
-    backend.solve(factor, x);
-  } else {
-    const Tensor good = to_device_of(torch::stable::flatten(aten::nonzero(accepted)), q);
-    const Tensor bad = to_device_of(torch::stable::flatten(aten::nonzero(aten::logical_not(accepted))), q);
-    if (good.numel() > 0) {
-      const Tensor x_good = torch::stable::contiguous(aten::index_select(x, 0, good));
-      backend.solve(torch::stable::contiguous(aten::index_select(factor, 0, good)), x_good);
-      aten::index_copy_(x, 0, good, x_good);
+  const Tensor q_batch = backend.flushed(torch::stable::reshape(q64, {-1, d, d}));
+  const Tensor p_batch = torch::stable::contiguous(torch::stable::reshape(p64, {-1, m, d}));
+  if (backend.takes_float32 && mixed_min_dim > 0 && d >= mixed_min_dim) {
+    auto [x, converged] = refine_from_float32(q_batch, p_batch, backend);
+    if (!item_bool(aten::all(converged))) {
+      const Tensor rest = to_device_of(torch::stable::flatten(aten::nonzero(aten::logical_not(converged))), q);
+      aten::index_copy_(x, 0, rest,
+                        solve_float64(aten::index_select(q_batch, 0, rest), aten::index_select(p_batch, 0, rest), backend));
     }
-    aten::index_copy_(x, 0, bad,
-                      eigen_pinv_solve(aten::index_select(q_batch, 0, bad), aten::index_select(x, 0, bad)));
+    return to_dtype(torch::stable::reshape(x, p.sizes()), out_dtype);
   }
-  return to_dtype(torch::stable::reshape(x, p.sizes()), out_dtype);
+  return to_dtype(torch::stable::reshape(solve_float64(q_batch, p_batch, backend), p.sizes()), out_dtype);
 }
 
 }  // namespace lorm

@@ -1,21 +1,32 @@
 // spd_solve, written once for every device around a per-device Cholesky.
 #pragma once
 
+#include <tuple>
+
 #include "stable.h"
 
 namespace lorm {
 
-// The two device-specific steps of the Cholesky fast path. Both work in place on
-// contiguous float64 batches.
+// The two device-specific steps of the Cholesky fast path, on contiguous batches.
 struct CholeskyBackend {
-  // Factors every q (b, d, d) in place (lower factor, row-major); returns the
-  // per-matrix status (b,) int32 on q's device: 0 when the factorisation succeeded.
-  Tensor (*factor)(const Tensor& q);
+  // The lower Cholesky factor (row-major) of every q (b, d, d), a new tensor, and the
+  // per-matrix status (b,) int32 on q's device, 0 where the factorisation succeeded.
+  std::tuple<Tensor, Tensor> (*factor)(const Tensor& q);
   // Overwrites p (b, m, d) with X such that X @ q = p, given q's factor from `factor`.
   void (*solve)(const Tensor& factor, const Tensor& p);
+  // q (contiguous float64) with every subnormal entry set to 0: q itself when it has
+  // none, else a copy.
+  Tensor (*flushed)(const Tensor& q);
+  // Whether factor and solve also take float32 batches: then matrices with d >=
+  // mixed_min_dim are first solved by a float32 factor refined in float64.
+  bool takes_float32;
 };
 
+// `flushed` of any device through ATen ops (a copy, always).
+Tensor flushed_any_device(const Tensor& q);
+
 // X (..., m, d) with X @ q = p; see the schema in ops.cpp and docs/ops.md.
-Tensor spd_solve_with(const Tensor& q, const Tensor& p, const CholeskyBackend& backend);
+Tensor spd_solve_with(const Tensor& q, const Tensor& p, int64_t mixed_min_dim,
+                      const CholeskyBackend& backend);
 
 }  // namespace lorm

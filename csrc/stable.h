@@ -157,6 +157,9 @@ inline Tensor logical_and(const Tensor& a, const Tensor& b) {
   return call1("aten::logical_and", "", a, b);
 }
 inline Tensor logical_not(const Tensor& t) { return call1("aten::logical_not", "", t); }
+inline Tensor logical_or(const Tensor& a, const Tensor& b) { return call1("aten::logical_or", "", a, b); }
+inline Tensor le(const Tensor& a, const Tensor& b) { return call1("aten::le", "Tensor", a, b); }
+inline Tensor bmm(const Tensor& a, const Tensor& b) { return call1("aten::bmm", "", a, b); }
 inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   return call1("aten::where", "self", cond, a, b);
 }
@@ -166,7 +169,12 @@ inline Tensor amax(const Tensor& t, int64_t dim, bool keepdim = false) {
 inline Tensor amin(const Tensor& t, int64_t dim, bool keepdim = false) {
   return call1("aten::amin", "", t, std::vector<int64_t>{dim}, keepdim);
 }
+inline Tensor sum(const Tensor& t, int64_t dim) {
+  return call1("aten::sum", "dim_IntList", t, std::optional<std::vector<int64_t>>(std::vector<int64_t>{dim}),
+               false, std::optional<ScalarType>());
+}
 inline Tensor all(const Tensor& t) { return call1("aten::all", "", t); }
+inline Tensor all_dim(const Tensor& t, int64_t dim) { return call1("aten::all", "dim", t, dim, false); }
 inline Tensor any(const Tensor& t) { return call1("aten::any", "", t); }
 inline Tensor nonzero(const Tensor& t) { return call1("aten::nonzero", "", t); }
 inline Tensor diagonal(const Tensor& t, int64_t dim1, int64_t dim2) {
@@ -178,8 +186,9 @@ inline Tensor index_select(const Tensor& t, int64_t dim, const Tensor& index) {
 inline void index_copy_(const Tensor& t, int64_t dim, const Tensor& index, const Tensor& src) {
   (void)call1("aten::index_copy_", "", t, dim, index, src);
 }
-inline Tensor cholesky_solve(const Tensor& b, const Tensor& factor, bool upper) {
-  return call1("aten::cholesky_solve", "", b, factor, upper);
+// X with a @ X = b for triangular a (left = true).
+inline Tensor solve_triangular(const Tensor& a, const Tensor& b, bool upper) {
+  return call1("aten::linalg_solve_triangular", "", a, b, upper, true, false);
 }
 // (L, info): L lower with L @ L.mT = q, info 0 where the factorisation succeeded.
 inline std::tuple<Tensor, Tensor> linalg_cholesky_ex(const Tensor& q) {

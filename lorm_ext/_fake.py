@@ -14,7 +14,7 @@ def _lowrank_gram_update_fake(acc, x, a, diag_acc):
 
 
 @torch.library.register_fake("lorm_ext::spd_solve")
-def _spd_solve_fake(q, p):
+def _spd_solve_fake(q, p, mixed_min_dim=1024):
     return p.new_empty(p.shape, dtype=torch.promote_types(q.dtype, p.dtype))
 
 

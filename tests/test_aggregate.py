@@ -203,3 +203,18 @@ def test_from_bytes_rejects_foreign_data():
     from safetensors.torch import save
     with pytest.raises(ValueError, match="magic"):  # a bare safetensors file: no envelope
         ClientUpdate.from_bytes(save({"x": torch.zeros(2)}))
+
+
+def test_mixed_precision_solve_agrees_with_float64():
+    """A-step round at a size the mixed-precision path takes (d >= 1024): the refined
+    answer equals the float64 Cholesky's to float64 round-off."""
+    gen = torch.Generator().manual_seed(0)
+    d, r = 1024, 4
+    agg = Aggregator(task=0, round=1, factor="A", dtype=F64)
+    for i in range(3):
+        x = torch.randn(3 * d, d, dtype=F64, generator=gen)
+        stats = merge.a_step_stats(torch.randn(r, d, dtype=F64, generator=gen), x.T @ x, 0.5)
+        agg.add(ClientUpdate(task=0, round=1, factor="A", num_samples=1, layers={"l": stats}))
+    mixed, exact = agg.result().layers["l"], agg.result(mixed_precision=False).layers["l"]
+    assert not torch.equal(mixed, exact)  # the two paths really differ ...
+    assert torch.allclose(mixed, exact, rtol=1e-12, atol=0)  # ... by round-off only

@@ -145,6 +145,9 @@ def test_config_overrides_and_errors(tmp_path):
         apply_overrides(config, ["rnak=3"])
     with pytest.raises(ValueError, match="method = 'sgd': must be one of"):
         load_config(None, ["method=sgd"])
+    with pytest.raises(ValueError, match="solve_precision = 'half': must be mixed or float64"):
+        load_config(None, ["solve_precision=half"])
+    assert load_config(None, ["solve_precision=float64"]).solve_precision == "float64"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
     preset = tmp_path / "p.yaml"

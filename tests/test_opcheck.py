@@ -28,6 +28,9 @@ def samples(device):
                                                                generator=gen).to(device))),
         (torch.ops.lorm_ext.spd_solve.default,
          (q.diagonal().clone(), torch.randn(2, 8, generator=gen).to(device))),
+        (torch.ops.lorm_ext.spd_solve.default,
+         (q.expand(2, 8, 8).clone(), torch.randn(2, 3, 8, dtype=torch.float64, generator=gen).to(device),
+          2)),
         (torch.ops.lorm_ext.inspect_terms.default, ([q.float(), x.float()], [1, 0])),
         (torch.ops.lorm_ext.inspect_terms.default, ([x.half()], [0])),
     ]

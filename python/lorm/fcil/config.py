@@ -59,6 +59,7 @@ class Config:
     stats_passes: int = 1
     wire_dtype: str = "float32"        # p and the head bias on the wire (bfloat16 halves them)
     wire_gram_dtype: str = "float32"   # q (Grams) on the wire
+    solve_precision: str = "mixed"     # server solves: float32 factor refined in float64, or "float64"
     # docs/fidelity.md: the authors' choices by default, the alternatives behind these keys
     stats_model: str = "running-mean"  # or "current": the model the statistics passes see
     fedavg_cross_task: str = "mean"    # or "gram-merge": fedavg-lora's deployed residual
@@ -104,6 +105,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "wire_dtype": (_STR, False, lambda v: v in WIRE_DTYPES, f"one of {', '.join(WIRE_DTYPES)}"),
     "wire_gram_dtype": (_STR, False, lambda v: v in WIRE_DTYPES,
                         f"one of {', '.join(WIRE_DTYPES)}"),
+    "solve_precision": (_STR, False, lambda v: v in ("mixed", "float64"), "mixed or float64"),
     "stats_model": (_STR, False, lambda v: v in ("running-mean", "current"),
                     "running-mean or current"),
     "fedavg_cross_task": (_STR, False, lambda v: v in ("mean", "gram-merge"),

@@ -207,7 +207,7 @@ class Run:
         self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
         sent, senders = (int(v) for v in all_reduce_numbers([sent, len(mine)], self.ctx,
                                                             f"{phase}: byte count", self.device))
-        result = self.timed("merge", aggregator.result)
+        result = self.timed("merge", aggregator.result, mixed_precision=cfg.solve_precision == "mixed")
         gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, rnd, 0xB]))
         self.method.apply(rnd, result, self.layers, self.head, gen)
         check_identical(self.tensors(), self.ctx, phase, self.device)
@@ -274,7 +274,8 @@ class Run:
         if self.method.cross_task == "gram-merge":
             grams = self.task_end_grams(task, residuals)
             self.timed("merge", self.merger.add_task, residuals, grams)
-            deployed = self.timed("merge", self.merger.merged)
+            deployed = self.timed("merge", self.merger.merged,
+                                  mixed_precision=self.config.solve_precision == "mixed")
         else:  # the plain mean of the tasks' residuals; nothing is sent
             deployed = running_mean(self.history, residuals, task)
         for name, residual in residuals.items():
