@@ -122,8 +122,8 @@ def cpu_extension() -> Extension:
     C shim lives there) and needs nothing from torch's C++ ABI."""
     from torch.utils.cpp_extension import include_paths, library_paths
 
-    sources = ["csrc/python_module.cpp", "csrc/ops.cpp", "csrc/solve.cpp",
-               "csrc/gram_blocked.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    sources = ["csrc/python_module.cpp", "csrc/ops.cpp", "csrc/solve.cpp", "csrc/gram_blocked.cpp",
+               "csrc/checked_add.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     return Extension("lorm_ext._C", sources, include_dirs=include_paths(), library_dirs=library_paths(),
                      libraries=["torch_cpu"], py_limited_api=True, language="c++",
                      extra_compile_args={"cxx": stable_flags()})
@@ -138,7 +138,7 @@ def cuda_extension() -> Extension:
 
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
     includes, lib_dirs = nvidia_wheel_dirs()
-    sources = ["csrc/python_module.cpp", "csrc/solve.cpp", "csrc/gram_blocked.cpp",
+    sources = ["csrc/python_module.cpp", "csrc/solve.cpp", "csrc/gram_blocked.cpp", "csrc/checked_add.cpp",
                *sorted(glob.glob("csrc/cuda/*.cpp")), *sorted(glob.glob("csrc/cuda/*.cu"))]
     flags = stable_flags() + ["-DUSE_CUDA"]
     rpaths = ["$ORIGIN/../torch/lib", "$ORIGIN/../nvidia/cu13/lib"]

@@ -19,4 +19,11 @@ STABLE_TORCH_LIBRARY(lorm_ext, m) {
   // t), smallest diagonal entry (of a square t; any entry of a flat one; NaNs skipped;
   // +inf when there is none)].
   m.def("inspect_terms(Tensor[] ts, int[] symmetric) -> Tensor");
+  // The server's checked add (checked_add.h): inspects every ts[k] like inspect_terms
+  // (kinds[k]: 0 plain, 1 (d,) Gram, 2 (d, d) Gram), then the curvature probes of the
+  // square Grams (probes: one (P, d) matrix per square Gram, in order); adds every ts[k]
+  // into sums[k] iff no check fails. Returns (n, 5) float64 on the CPU: the findings
+  // and a verdict code per term (0 accepted; see checked_add.h).
+  m.def("add_terms(Tensor(a!)[] sums, Tensor[] ts, int[] kinds, float[] limits, float negative_rtol, "
+        "Tensor[] probes) -> Tensor");
 }

@@ -169,9 +169,9 @@ inline Tensor amax(const Tensor& t, int64_t dim, bool keepdim = false) {
 inline Tensor amin(const Tensor& t, int64_t dim, bool keepdim = false) {
   return call1("aten::amin", "", t, std::vector<int64_t>{dim}, keepdim);
 }
-inline Tensor sum(const Tensor& t, int64_t dim) {
+inline Tensor sum(const Tensor& t, int64_t dim, std::optional<ScalarType> dtype = std::nullopt) {
   return call1("aten::sum", "dim_IntList", t, std::optional<std::vector<int64_t>>(std::vector<int64_t>{dim}),
-               false, std::optional<ScalarType>());
+               false, dtype);
 }
 inline Tensor all(const Tensor& t) { return call1("aten::all", "", t); }
 inline Tensor all_dim(const Tensor& t, int64_t dim) { return call1("aten::all", "dim", t, dim, false); }

@@ -7,6 +7,8 @@ Ops (also reachable as ``torch.ops.lorm_ext.*``):
 - :func:`spd_solve` -- ``X @ q = p`` for symmetric PSD ``q``, with pinv semantics.
 - :func:`inspect_terms` -- one read of each of a client's terms: largest magnitude,
   finite, exactly symmetric, smallest diagonal entry.
+- :func:`add_terms` -- the server's checked add: inspect every term of an update, then
+  add them all into the running sums, or none.
 
 :func:`backend` says which implementation runs; :mod:`lorm_ext.reference` holds the
 pure-torch oracle of every op.
@@ -15,10 +17,11 @@ pure-torch oracle of every op.
 from . import reference
 from ._loader import backend, load_message
 from .errors import LormInputError
-from .ops import gram_update, inspect_terms, lowrank_gram_update, spd_solve
+from .ops import add_terms, gram_update, inspect_terms, lowrank_gram_update, spd_solve
 
 __all__ = [
     "LormInputError",
+    "add_terms",
     "backend",
     "gram_update",
     "inspect_terms",

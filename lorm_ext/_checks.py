@@ -130,6 +130,39 @@ def check_spd_solve(q, p) -> None:
             _fail(op, f"{name} contains NaN or Inf")
 
 
+def check_add_terms(sums, ts, kinds, limits, probes) -> None:
+    """Lists of equal lengths, valid kinds, terms as for inspect_terms, sums shaped like
+    their terms (contiguous float32/float64, same device), one (P, d) probe matrix per
+    square Gram."""
+    op = "add_terms"
+    for name, seq in (("sums", sums), ("ts", ts), ("kinds", kinds), ("limits", limits), ("probes", probes)):
+        if not isinstance(seq, (list, tuple)):
+            _fail(op, f"{name} must be a list, got {type(seq).__name__}")
+    if not len(sums) == len(ts) == len(kinds) == len(limits):
+        _fail(op, f"{len(ts)} terms but {len(sums)} sums, {len(kinds)} kinds and {len(limits)} limits")
+    for k, kind in enumerate(kinds):
+        if kind not in (0, 1, 2) or isinstance(kind, bool):
+            _fail(op, f"kinds[{k}] must be 0 (plain), 1 (diagonal Gram) or 2 (square Gram), got {kind!r}")
+    check_inspect_terms(ts, [k == 2 for k in kinds])
+    squares = [t for t, k in zip(ts, kinds) if k == 2]
+    if len(probes) != len(squares):
+        _fail(op, f"{len(probes)} probe matrices for {len(squares)} square Grams (kinds == 2)")
+    for k, (s, t) in enumerate(zip(sums, ts)):
+        _tensor(op, f"sums[{k}]", s)
+        _dtype(op, f"sums[{k}]", s, ACC_DTYPES)
+        if s.shape != t.shape:
+            _fail(op, f"sums[{k}] is {tuple(s.shape)} but ts[{k}] is {tuple(t.shape)}")
+        if not s.is_contiguous() or s.requires_grad:
+            _fail(op, f"sums[{k}] must be contiguous and not require grad")
+        if s.device != t.device:
+            _fail(op, f"sums[{k}] is on {s.device} but ts[{k}] is on {t.device}")
+    for j, (v, q) in enumerate(zip(probes, squares)):
+        _tensor(op, f"probes[{j}]", v)
+        if v.dim() != 2 or v.shape[1] != q.shape[0] or not v.is_floating_point() or v.device != q.device:
+            _fail(op, f"probes[{j}] must be a floating (P, {q.shape[0]}) tensor on {q.device}, "
+                      f"got {tuple(v.shape)} {v.dtype} on {v.device}")
+
+
 def check_inspect_terms(ts, symmetric) -> None:
     op = "inspect_terms"
     if not isinstance(ts, (list, tuple)):

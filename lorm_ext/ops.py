@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks, reference
-from ._loader import warn_if_reference
+from ._loader import backend, warn_if_reference
 from .errors import LormInputError
 
 
@@ -94,8 +94,8 @@ def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
 
 
 # Below this d the float64 factorisation is cheap and refinement's extra passes over q
-# cost more than the float32 factor saves (measured crossover on the 2-core CPU:
-# d = 768 mixed 8.6 ms vs float64 7.1 ms; d = 1024 16.7 vs 18.3; d = 3072 229 vs 334).
+# eat what the float32 factor saves (benchmarks/results/solve-cpu.md, 2-core CPU:
+# float64 / mixed = 1.06 at d = 768, 1.05 at 1024, 1.3-1.6 from 1536 to 3072).
 MIXED_MIN_DIM = 1024
 
 
@@ -112,7 +112,7 @@ def spd_solve(q: torch.Tensor, p: torch.Tensor, *, mixed_precision: bool = True,
             solve is element-wise and ``1/0`` counts as 0, like pinv).
         p: ``(..., m, d)`` with the same leading (batch) dims as ``q``.
         mixed_precision: on CPU, for ``d >= mixed_min_dim``, factor in float32 and
-            refine the solution in float64 (LAPACK dsposv's scheme; 1.3-1.5x faster at
+            refine the solution in float64 (LAPACK dsposv's scheme; 1.3-1.6x faster at
             d = 1536-3072); a ``q`` whose refinement does not reach float64 accuracy
             (condition number beyond about 1e7) is solved in float64 as if this were
             False. ``False``: the float64 Cholesky for every matrix. The answers agree
@@ -129,6 +129,42 @@ def spd_solve(q: torch.Tensor, p: torch.Tensor, *, mixed_precision: bool = True,
         raise LormInputError(f"spd_solve: mixed_min_dim must be an int >= 1, got {mixed_min_dim!r}")
     min_dim = mixed_min_dim if mixed_precision else 0
     return _compiled_value_errors(torch.ops.lorm_ext.spd_solve, q, p, min_dim)
+
+
+def add_terms(sums: list[torch.Tensor], ts: list[torch.Tensor], kinds: list[int],
+              limits: list[float], negative_rtol: float = reference.NEGATIVE_RTOL,
+              probes: list[torch.Tensor] = (), *, check: bool = True) -> torch.Tensor:
+    """The server's checked add of one client update: inspect every term (one read, as
+    :func:`inspect_terms`), then ``sums[k] += ts[k]`` for every k, but only when no
+    check fails, so a rejected update leaves every sum bit for bit as it was.
+
+    Args:
+        sums: running sums, contiguous float32/float64, ``sums[k]`` shaped like ``ts[k]``.
+        ts: the terms, float32/float16/bfloat16/float64, on the sums' device.
+        kinds: per term ``0`` plain (``p``, a bias), ``1`` a ``(d,)`` diagonal Gram,
+            ``2`` a ``(d, d)`` Gram (checked for exact symmetry and curvature too).
+        limits: per term, the largest ``max |t|`` it may have (e.g. what keeps the
+            float64 sum finite).
+        negative_rtol: a Gram's diagonal entry below ``-negative_rtol * max|t|``, or a
+            probe's ``v.T q v`` below ``-negative_rtol * sum|diag q|``, fails it.
+        probes: one ``(P, d)`` matrix of random directions (rows) per ``kinds == 2``
+            term, in order (drawn by the caller, secret to it).
+        check: validate the arguments in Python first (clear ``LormInputError``s).
+            ``False`` leaves it to the compiled kernel's own checks (``RuntimeError``),
+            for a caller that built the lists itself and calls once per update.
+
+    Returns:
+        ``(n, 5)`` float64 on the CPU: the :func:`inspect_terms` row of each term and its
+        verdict (``reference.ACCEPTED`` = 0, ``NOT_FINITE``, ``NOT_SYMMETRIC``,
+        ``NEGATIVE_DIAGONAL``, ``WOULD_OVERFLOW``, ``NEGATIVE_CURVATURE``); the terms were
+        added iff every verdict is 0. The curvature is probed only when every other
+        check passed.
+    """
+    if check or backend() == "reference":
+        _checks.check_add_terms(sums, ts, kinds, limits, probes)
+    impl = reference.add_terms if warn_if_reference() else torch.ops.lorm_ext.add_terms
+    return impl(list(sums), list(ts), [int(k) for k in kinds], [float(x) for x in limits],
+                float(negative_rtol), list(probes))
 
 
 def inspect_terms(ts: list[torch.Tensor], symmetric: list[bool] | None = None

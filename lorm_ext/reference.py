@@ -53,6 +53,41 @@ def inspect_terms(ts: list[torch.Tensor], symmetric: list[int]) -> torch.Tensor:
 
 NEGATIVE_RTOL = 1e-4  # as kNegativeRtol in csrc/solve.cpp
 
+# Verdicts of add_terms (csrc/checked_add.h): the first failing check counts.
+ACCEPTED, NOT_FINITE, NOT_SYMMETRIC, NEGATIVE_DIAGONAL, WOULD_OVERFLOW, NEGATIVE_CURVATURE = range(6)
+PLAIN, DIAGONAL_GRAM, SQUARE_GRAM = range(3)
+
+
+def add_terms(sums: list[torch.Tensor], ts: list[torch.Tensor], kinds: list[int],
+              limits: list[float], negative_rtol: float, probes: list[torch.Tensor]) -> torch.Tensor:
+    """The server's checked add: ``(n, 5)`` float64, the :func:`inspect_terms` row of
+    ``ts[k]`` and its verdict; ``sums[k] += ts[k]`` for every k iff every verdict is
+    ``ACCEPTED``. Checks: finite; exactly symmetric (``kinds[k] == SQUARE_GRAM``);
+    smallest diagonal entry of a Gram at least ``-negative_rtol * max|t|``; ``max|t|``
+    at most ``limits[k]``; then, only when all of those pass, ``v.T q v`` for the probe
+    columns of each square Gram at least ``-negative_rtol * sum|diag q|``."""
+    found = inspect_terms(ts, [int(k == SQUARE_GRAM) for k in kinds])
+    verdicts = []
+    for row, kind, limit in zip(found.tolist(), kinds, limits):
+        max_abs, finite, same, smallest = row
+        verdicts.append(NOT_FINITE if not finite else NOT_SYMMETRIC if not same
+                        else NEGATIVE_DIAGONAL if kind != PLAIN and smallest < -negative_rtol * max_abs
+                        else WOULD_OVERFLOW if not max_abs <= limit else ACCEPTED)
+    if all(v == ACCEPTED for v in verdicts):
+        squares = iter(probes)
+        for k, (t, kind) in enumerate(zip(ts, kinds)):
+            if kind != SQUARE_GRAM:
+                continue
+            v = next(squares).to(torch.float64)  # (P, d): one direction per row
+            curvature = ((v @ t.to(torch.float64)) * v).sum(1)
+            if bool((curvature < -negative_rtol * t.diagonal().to(torch.float64).abs().sum()).any()):
+                verdicts[k] = NEGATIVE_CURVATURE
+                break
+    if all(v == ACCEPTED for v in verdicts):
+        for s, t in zip(sums, ts):
+            s.add_(t.to(s.dtype))
+    return torch.cat([found, torch.tensor(verdicts, dtype=torch.float64).reshape(-1, 1)], dim=1)
+
 
 def spd_solve(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """``p @ pinv(q)`` in float64; ``q (..., d)`` means ``diag(q)``. Subnormal entries

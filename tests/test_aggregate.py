@@ -95,8 +95,9 @@ def corrupt(update, how):
         else:
             q = q.expand(1, 2)
         update.layers[LAYERS[0]] = SolveStats(p=stats.p, q=q)
-    elif how == "negative diagonal":
+    elif how == "negative diagonal":  # shaped like the Grams it joins
         q = -torch.ones(stats.p.shape[1], dtype=F64)
+        q = torch.diag(q) if stats.q.dim() == 2 else q
         update.layers[LAYERS[0]] = SolveStats(p=stats.p, q=q)
     elif how == "no head":
         update.head, update.head_bias = None, None

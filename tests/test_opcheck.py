@@ -33,6 +33,10 @@ def samples(device):
           2)),
         (torch.ops.lorm_ext.inspect_terms.default, ([q.float(), x.float()], [1, 0])),
         (torch.ops.lorm_ext.inspect_terms.default, ([x.half()], [0])),
+        (torch.ops.lorm_ext.add_terms.default,
+         ([torch.zeros(8, 8, dtype=torch.float64, device=device), torch.zeros(4, 8, device=device)],
+          [q.float(), x.float()], [2, 0], [1e300, 1e300], 1e-5,
+          [torch.randn(8, 8, generator=gen).to(device)])),
     ]
 
 

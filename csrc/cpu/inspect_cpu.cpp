@@ -1,10 +1,13 @@
-// CPU kernel of inspect_terms: one read of each of a client's terms that finds its
-// largest magnitude, whether every value is finite, its smallest diagonal entry and
-// (for a square q) whether it is exactly symmetric. The server calls it once per update,
-// on all of its tensors, before adding any.
+// CPU kernels of inspect_terms and add_terms: one read of each of a client's terms that
+// finds its largest magnitude, whether every value is finite, its smallest diagonal
+// entry and (for a square q) whether it is exactly symmetric; add_terms then adds the
+// terms into the server's running sums (checked_add.cpp decides whether it may), while
+// they are still in cache.
 //
-// A square term is read in kTile x kTile tile pairs (i-block, j-block) and its mirror
-// (j-block, i-block), so the transposed comparison stays in cache.
+// All terms are cut into pieces of about kGrain values, one parallel region for the
+// whole update. A square term's symmetry is read in kTile x kTile tile pairs
+// (i-block, j-block) and its mirror (j-block, i-block), so the transposed comparison
+// stays in cache.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -12,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../checked_add.h"
 #include "../checks.h"
 
 namespace lorm {
@@ -49,114 +53,173 @@ template <typename scalar_t>
 using compute_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 constexpr int kLanes = 8;
 
-// A flat term (a p, a bias, or a (d,) diagonal q): every value is a diagonal entry for
-// the minimum, which matters only for the diagonal q.
+// max |v|, finiteness and min v over data[begin, end) (every value counts as a diagonal
+// entry: that matters only for a (d,) diagonal q).
 template <typename scalar_t>
-Findings inspect_flat(const scalar_t* data, int64_t n) {
+Findings inspect_values(const scalar_t* data, int64_t begin, int64_t end) {
   using c_t = compute_t<scalar_t>;
-  std::vector<Findings> parts(torch::stable::get_num_threads());
-  torch::stable::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    c_t largest[kLanes] = {}, zero[kLanes] = {}, smallest[kLanes];
-    for (int w = 0; w < kLanes; ++w) smallest[w] = std::numeric_limits<c_t>::infinity();
-    int64_t i = begin;
-    for (; i + kLanes <= end; i += kLanes) {
+  c_t largest[kLanes] = {}, zero[kLanes] = {}, smallest[kLanes];
+  for (int w = 0; w < kLanes; ++w) smallest[w] = std::numeric_limits<c_t>::infinity();
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
 #pragma GCC unroll 8
-      for (int w = 0; w < kLanes; ++w) {
-        const c_t v = static_cast<c_t>(data[i + w]);
-        const c_t a = std::abs(v);
-        largest[w] = a > largest[w] ? a : largest[w];
-        smallest[w] = v < smallest[w] ? v : smallest[w];
-        zero[w] += a * c_t(0);
-      }
-    }
-    for (; i < end; ++i) {
-      const c_t v = static_cast<c_t>(data[i]);
-      const c_t a = std::abs(v);
-      largest[0] = a > largest[0] ? a : largest[0];
-      smallest[0] = v < smallest[0] ? v : smallest[0];
-      zero[0] += a * c_t(0);
-    }
-    Findings f;
     for (int w = 0; w < kLanes; ++w) {
-      f.max_abs = std::max(f.max_abs, static_cast<double>(largest[w]));
-      f.min_diagonal = std::min(f.min_diagonal, static_cast<double>(smallest[w]));
-      f.finite = f.finite && zero[w] == c_t(0);
+      const c_t v = static_cast<c_t>(data[i + w]);
+      const c_t a = std::abs(v);
+      largest[w] = a > largest[w] ? a : largest[w];
+      smallest[w] = v < smallest[w] ? v : smallest[w];
+      zero[w] += a * c_t(0);
     }
-    parts[thread_index()].merge(f);
-  });
-  Findings all;
-  for (const auto& f : parts) all.merge(f);
-  return all;
+  }
+  for (; i < end; ++i) {
+    const c_t v = static_cast<c_t>(data[i]);
+    const c_t a = std::abs(v);
+    largest[0] = a > largest[0] ? a : largest[0];
+    smallest[0] = v < smallest[0] ? v : smallest[0];
+    zero[0] += a * c_t(0);
+  }
+  Findings f;
+  for (int w = 0; w < kLanes; ++w) {
+    f.max_abs = std::max(f.max_abs, static_cast<double>(largest[w]));
+    f.min_diagonal = std::min(f.min_diagonal, static_cast<double>(smallest[w]));
+    f.finite = f.finite && zero[w] == c_t(0);
+  }
+  return f;
 }
 
-// A square term: the flat pass for magnitude and finiteness, the diagonal for its
-// minimum, then every pair (i, j), i < j, compared with (j, i) in kTile x kTile tile
-// pairs so the transposed reads stay in cache.
+// Whether t[i][j] == t[j][i] for i in the tile rows [b0, b1) of a (d, d) t and every
+// j > i, compared in kTile x kTile tile pairs so the transposed reads stay in cache.
 template <typename scalar_t>
-Findings inspect_square(const scalar_t* data, int64_t d) {
-  Findings found = inspect_flat(data, d * d);
-  found.min_diagonal = std::numeric_limits<double>::infinity();
-  for (int64_t i = 0; i < d; ++i) found.see_diagonal(static_cast<double>(data[i * d + i]));
+bool symmetric_rows(const scalar_t* data, int64_t d, int64_t b0, int64_t b1) {
   const int64_t tiles = (d + kTile - 1) / kTile;
-  std::atomic<bool> symmetric{true};
-  torch::stable::parallel_for(0, tiles, 1, [&](int64_t b0, int64_t b1) {
-    bool same = true;
-    for (int64_t bi = b0; bi < b1 && same; ++bi) {
-      const int64_t i0 = bi * kTile, i1 = std::min(d, i0 + kTile);
-      for (int64_t bj = bi; bj < tiles && same; ++bj) {
-        const int64_t j0 = bj * kTile, j1 = std::min(d, j0 + kTile);
-        for (int64_t i = i0; i < i1; ++i) {
-          for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-            same &= data[i * d + j] == data[j * d + i];  // a NaN pair is unequal
-          }
+  bool same = true;
+  for (int64_t bi = b0; bi < b1 && same; ++bi) {
+    const int64_t i0 = bi * kTile, i1 = std::min(d, i0 + kTile);
+    for (int64_t bj = bi; bj < tiles && same; ++bj) {
+      const int64_t j0 = bj * kTile, j1 = std::min(d, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
+          same &= data[i * d + j] == data[j * d + i];  // a NaN pair is unequal
         }
       }
     }
-    if (!same) symmetric = false;
-  });
-  found.symmetric = symmetric;
-  return found;
+  }
+  return same;
 }
 
-Findings inspect_one(const Tensor& t, bool symmetric) {
-  const Tensor c = torch::stable::contiguous(t);
-  Findings found;
-  dispatch_input_float(c.scalar_type(), "inspect_terms", [&](auto tag) {
+// One unit of parallel work on term `term`: values [begin, end) (a flat pass or an
+// add), or tile rows [begin, end) of its symmetry check.
+struct Piece {
+  int64_t term, begin, end;
+  bool symmetry;
+};
+
+// Every term cut into pieces of about kGrain values, so many small terms and one
+// large one spread over the threads alike.
+std::vector<Piece> value_pieces(const std::vector<Tensor>& ts) {
+  std::vector<Piece> pieces;
+  for (int64_t k = 0; k < static_cast<int64_t>(ts.size()); ++k)
+    for (int64_t b = 0; b < ts[k].numel(); b += kGrain)
+      pieces.push_back({k, b, std::min(ts[k].numel(), b + kGrain), false});
+  return pieces;
+}
+
+template <typename Fn>
+void dispatch_term(const Tensor& t, const Fn& fn) {
+  dispatch_input_float(t.scalar_type(), "inspect_terms", [&](auto tag) {
     using scalar_t = typename decltype(tag)::type;
-    const scalar_t* data = c.const_data_ptr<scalar_t>();
-    found = symmetric ? inspect_square(data, c.size(0)) : inspect_flat(data, c.numel());
+    fn(t.const_data_ptr<scalar_t>());
   });
-  return found;
+}
+
+// (n, 4) float64 findings of contiguous CPU terms, all terms' pieces in one parallel
+// region: [max |t| (NaNs skipped), all finite, exactly symmetric, smallest diagonal].
+Tensor inspect_contiguous(const std::vector<Tensor>& ts, const std::vector<int64_t>& symmetric) {
+  const int64_t n = static_cast<int64_t>(ts.size());
+  std::vector<Piece> pieces = value_pieces(ts);
+  for (int64_t k = 0; k < n; ++k) {
+    if (!symmetric[k]) continue;
+    const int64_t tiles = (ts[k].size(0) + kTile - 1) / kTile;
+    for (int64_t b = 0; b < tiles; b += 4) pieces.push_back({k, b, std::min(tiles, b + 4), true});
+  }
+  std::vector<Findings> found(pieces.size());
+  torch::stable::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t i = p0; i < p1; ++i) {
+      const Piece& piece = pieces[i];
+      dispatch_term(ts[piece.term], [&](const auto* data) {
+        if (piece.symmetry) {
+          found[i].symmetric = symmetric_rows(data, ts[piece.term].size(0), piece.begin, piece.end);
+        } else {
+          found[i] = inspect_values(data, piece.begin, piece.end);
+        }
+      });
+    }
+  });
+  std::vector<Findings> per_term(n);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    Findings f = found[i];
+    if (pieces[i].symmetry) f.min_diagonal = std::numeric_limits<double>::infinity();
+    per_term[pieces[i].term].merge(f);
+  }
+  Tensor out = empty_cpu({n, 4}, ScalarType::Double);
+  double* rows = out.mutable_data_ptr<double>();
+  for (int64_t k = 0; k < n; ++k) {
+    Findings& f = per_term[k];
+    if (symmetric[k]) {  // the minimum over the diagonal only
+      f.min_diagonal = std::numeric_limits<double>::infinity();
+      const int64_t d = ts[k].size(0);
+      dispatch_term(ts[k], [&](const auto* data) {
+        for (int64_t i = 0; i < d; ++i) f.see_diagonal(static_cast<double>(data[i * d + i]));
+      });
+    }
+    double* row = rows + 4 * k;
+    row[0] = f.max_abs;
+    row[1] = f.finite ? 1.0 : 0.0;
+    row[2] = f.symmetric ? 1.0 : 0.0;
+    row[3] = f.min_diagonal;
+  }
+  return out;
+}
+
+std::vector<Tensor> contiguous_terms(const std::vector<Tensor>& ts, const char* op) {
+  std::vector<Tensor> out;
+  out.reserve(ts.size());
+  for (size_t k = 0; k < ts.size(); ++k) {
+    LORM_CHECK(ts[k].is_cpu(), op, ": CPU kernel got ts[", k, "] on ", device_name(ts[k]));
+    out.push_back(torch::stable::contiguous(ts[k]));
+  }
+  return out;
 }
 
 Tensor inspect_terms_cpu(std::vector<Tensor> ts, std::vector<int64_t> symmetric) {
   check_inspect_terms(ts, symmetric);
-  const int64_t n = static_cast<int64_t>(ts.size());
-  Tensor out = empty_cpu({n, 4}, ScalarType::Double);
-  double* rows = out.mutable_data_ptr<double>();
-  int64_t largest = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    LORM_CHECK(ts[k].is_cpu(), "inspect_terms: CPU kernel got ts[", k, "] on ", device_name(ts[k]));
-    largest = std::max(largest, ts[k].numel());
-  }
-  auto inspect_range = [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const Findings f = inspect_one(ts[k], symmetric[k] != 0);
-      double* row = rows + 4 * k;
-      row[0] = f.max_abs;
-      row[1] = f.finite ? 1.0 : 0.0;
-      row[2] = f.symmetric ? 1.0 : 0.0;
-      row[3] = f.min_diagonal;
+  return inspect_contiguous(contiguous_terms(ts, "inspect_terms"), symmetric);
+}
+
+// sums[k] += ts[k] for contiguous CPU tensors of equal shapes, every term's pieces in
+// one parallel region; each value converted to the sum's dtype as it is read.
+void add_contiguous(const std::vector<Tensor>& sums, const std::vector<Tensor>& ts) {
+  const std::vector<Piece> pieces = value_pieces(ts);
+  torch::stable::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t i = p0; i < p1; ++i) {
+      const Piece& piece = pieces[i];
+      dispatch_term(ts[piece.term], [&](const auto* data) {
+        dispatch_acc_float(sums[piece.term].scalar_type(), "add_terms", [&](auto acc_tag) {
+          using acc_t = typename decltype(acc_tag)::type;
+          acc_t* out = sums[piece.term].template mutable_data_ptr<acc_t>();
+          for (int64_t j = piece.begin; j < piece.end; ++j)
+            out[j] += static_cast<acc_t>(static_cast<compute_t<acc_t>>(data[j]));
+        });
+      });
     }
-  };
-  // Many small terms (a LoRA update: ~100 tensors of a few thousand values): spread the
-  // terms over the threads. A large term: one at a time, each read in parallel.
-  if (largest < 4 * kGrain) {
-    torch::stable::parallel_for(0, n, 1, inspect_range);
-  } else {
-    inspect_range(0, n);
-  }
-  return out;
+  });
+}
+
+Tensor add_terms_cpu(std::vector<Tensor> sums, std::vector<Tensor> ts, std::vector<int64_t> kinds,
+                     std::vector<double> limits, double negative_rtol, std::vector<Tensor> probes) {
+  const std::vector<Tensor> terms = contiguous_terms(ts, "add_terms");
+  return add_terms_with(sums, terms, kinds, limits, negative_rtol, probes,
+                        TermKernels{&inspect_contiguous, &add_contiguous});
 }
 
 }  // namespace
@@ -164,4 +227,5 @@ Tensor inspect_terms_cpu(std::vector<Tensor> ts, std::vector<int64_t> symmetric)
 
 STABLE_TORCH_LIBRARY_IMPL(lorm_ext, CPU, m) {
   m.impl("inspect_terms", TORCH_BOX(&lorm::inspect_terms_cpu));
+  m.impl("add_terms", TORCH_BOX(&lorm::add_terms_cpu));
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../checked_add.h"
 #include "../checks.h"
 #include "context.h"
 #include "cuda_check.h"
@@ -87,8 +88,7 @@ void inspect_one(const Tensor& t, bool symmetric, unsigned long long* state, cud
   LORM_CUDA_CHECK(cudaGetLastError());
 }
 
-Tensor inspect_terms_cuda(std::vector<Tensor> ts, std::vector<int64_t> symmetric) {
-  check_inspect_terms(ts, symmetric);
+Tensor inspect_cuda(const std::vector<Tensor>& ts, const std::vector<int64_t>& symmetric) {
   LORM_CHECK(!ts.empty(), "inspect_terms: the CUDA kernel needs at least one tensor");
   const DeviceGuard guard(ts[0].get_device_index());
   const cudaStream_t stream = current_stream(device_of(ts[0]));
@@ -104,9 +104,26 @@ Tensor inspect_terms_cuda(std::vector<Tensor> ts, std::vector<int64_t> symmetric
   return out;
 }
 
+Tensor inspect_terms_cuda(std::vector<Tensor> ts, std::vector<int64_t> symmetric) {
+  check_inspect_terms(ts, symmetric);
+  return inspect_cuda(ts, symmetric);
+}
+
+void add_cuda(const std::vector<Tensor>& sums, const std::vector<Tensor>& ts) {
+  for (size_t k = 0; k < ts.size(); ++k) add_into(sums[k], ts[k]);
+}
+
+Tensor add_terms_cuda(std::vector<Tensor> sums, std::vector<Tensor> ts, std::vector<int64_t> kinds,
+                      std::vector<double> limits, double negative_rtol, std::vector<Tensor> probes) {
+  LORM_CHECK(!ts.empty(), "add_terms: the CUDA kernel needs at least one tensor");
+  const DeviceGuard guard(ts[0].get_device_index());
+  return add_terms_with(sums, ts, kinds, limits, negative_rtol, probes, TermKernels{&inspect_cuda, &add_cuda});
+}
+
 }  // namespace
 }  // namespace lorm
 
 STABLE_TORCH_LIBRARY_IMPL(lorm_ext, CUDA, m) {
   m.impl("inspect_terms", TORCH_BOX(&lorm::inspect_terms_cuda));
+  m.impl("add_terms", TORCH_BOX(&lorm::add_terms_cuda));
 }

@@ -26,6 +26,20 @@ NEGATIVE_RTOL = 1e-5       # diagonal entries / curvature below -rtol * scale ar
 CURVATURE_PROBES = 8       # random directions v along which v.T q v must not be negative
 FINITE_LIMIT = sys.float_info.max
 BATCHED_SOLVE_MAX_NUMEL = 1 << 20  # q up to 1024 x 1024 is stacked with its peers
+PLAIN, DIAGONAL_GRAM, SQUARE_GRAM = range(3)  # the kinds of lorm_ext.add_terms
+ACCEPTED = 0
+# lorm_ext.add_terms' verdicts (csrc/checked_add.h) as rejection messages
+_VERDICTS = {1: "{key} contains NaN or Inf",
+             2: "{key} is not symmetric",
+             3: "{key} has a negative diagonal entry: not a Gram",
+             4: "{key}: adding values up to {magnitude:.3g} would overflow the float64 running sum",
+             5: "{key} has negative curvature along a random direction: not a Gram"}
+
+
+def _kind(key: str, term: torch.Tensor) -> int:
+    if not key.endswith("/q"):
+        return PLAIN
+    return SQUARE_GRAM if term.dim() == 2 else DIAGONAL_GRAM
 
 
 class UpdateRejected(ValueError):
@@ -84,6 +98,7 @@ class Aggregator:
         self._expected = None if layers is None else list(layers)
         self._sums: dict[str, torch.Tensor] = {}
         self._bounds: dict[str, float] = {}  # upper bounds of max |sum| per key
+        self._probe_cache: dict[tuple, torch.Tensor] = {}
         self.num_clients = 0
         self.num_samples = 0
 
@@ -95,16 +110,31 @@ class Aggregator:
         it is malformed, non-finite, not symmetric or not PSD where a Gram must be, or
         would make a running sum overflow."""
         terms = self._validated_terms(update)
-        known = [key for key in terms if key in self._sums]
-        if known:  # one fused call for every running sum this update adds into
-            torch._foreach_add_([self._sums[key] for key in known],
-                                [terms[key][0] for key in known])
-        for key, (value, magnitude) in terms.items():
-            if key in self._bounds:
-                self._bounds[key] += magnitude
-            else:
-                self._sums[key] = value.to(F64, copy=True)
-                self._bounds[key] = magnitude
+        keys = list(terms)
+        fresh = not self._sums  # the first update adds into zeros, kept only if accepted
+        sums = ({key: torch.zeros(t.shape, dtype=F64, device=t.device) for key, t in terms.items()}
+                if fresh else self._sums)
+        kinds = [_kind(key, terms[key]) for key in keys]
+        try:
+            rows = lorm_ext.add_terms(
+                [sums[key] for key in keys], [terms[key] for key in keys], kinds,
+                [FINITE_LIMIT - self._bounds.get(key, 0.0) for key in keys], NEGATIVE_RTOL,
+                [self._probes(terms[key]) for key, kind in zip(keys, kinds) if kind == SQUARE_GRAM],
+                check=False)  # types and shapes were checked above; the kernel checks again
+        except lorm_ext.LormInputError as exc:
+            self._reject(str(exc))
+        except RuntimeError as exc:  # the kernel's argument checks, which run before any add
+            if not str(exc).startswith(("add_terms:", "inspect_terms:")):
+                raise
+            self._reject(str(exc))
+        found = rows.tolist()
+        for key, row in zip(keys, found):
+            if row[4] != ACCEPTED:
+                self._reject(_VERDICTS[int(row[4])].format(key=key, magnitude=row[0]))
+        if fresh:
+            self._sums = sums
+        for key, row in zip(keys, found):
+            self._bounds[key] = self._bounds.get(key, 0.0) + row[0]
         if self._expected is None:
             self._expected = list(update.layers)
         self.num_clients += 1
@@ -122,9 +152,9 @@ class Aggregator:
     def _reject(self, message: str):
         raise UpdateRejected(f"update rejected ({message}); the running sums are unchanged")
 
-    def _validated_terms(self, update: ClientUpdate) -> dict[str, tuple[torch.Tensor, float]]:
-        """The terms ``update`` adds with their largest magnitudes, after checking every
-        one of them."""
+    def _validated_terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
+        """The terms ``update`` adds, after checking their structure and shapes (their
+        values are checked by :func:`lorm_ext.add_terms` as they are added)."""
         if not isinstance(update, ClientUpdate):
             self._reject(f"expected a ClientUpdate, got {type(update).__name__}")
         where = (update.task, update.round, update.factor)
@@ -152,41 +182,22 @@ class Aggregator:
         if update.head_bias is not None:
             self._check_tensor("head/bias", update.head_bias, (update.head.p.shape[0],))
         terms = self._terms(update)
-        magnitudes = self._inspected(terms)
         for key, value in terms.items():
+            if self._sums and key not in self._sums:
+                self._reject(f"{key} is not among the running sums")
             if key in self._sums and self._sums[key].shape != value.shape:
                 self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
                              f"{tuple(self._sums[key].shape)}")
-        return {key: (terms[key], magnitude) for key, magnitude in magnitudes.items()}
+        return terms
 
-    def _inspected(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One read of every term (:func:`lorm_ext.inspect_terms`, one call): finite,
-        exactly symmetric ``(d, d)`` q, no negative diagonal entry of a q, no overflow of
-        the running sums; then the curvature probe of each ``(d, d)`` q. Returns the
-        largest magnitude per key."""
-        keys = list(terms)
-        square = [key.endswith("/q") and terms[key].dim() == 2 for key in keys]
-        try:
-            found = lorm_ext.inspect_terms([terms[key] for key in keys], square)
-        except lorm_ext.LormInputError as exc:
-            self._reject(str(exc))
-        magnitudes = {}
-        for key, (magnitude, finite, same, smallest) in zip(keys, found):
-            if not finite:
-                self._reject(f"{key} contains NaN or Inf")
-            if not same:
-                self._reject(f"{key} is not symmetric")
-            if key.endswith("/q") and smallest < -NEGATIVE_RTOL * magnitude:
-                self._reject(f"{key} has a negative diagonal entry: not a Gram")
-            # |sum + term| <= bound + max|term|: below the float64 limit, no entry overflows.
-            if not magnitude <= FINITE_LIMIT - self._bounds.get(key, 0.0):
-                self._reject(f"{key}: adding values up to {magnitude:.3g} would overflow the "
-                             "float64 running sum")
-            magnitudes[key] = magnitude
-        for key, is_square in zip(keys, square):
-            if is_square and _has_negative_curvature(terms[key]):
-                self._reject(f"{key} has negative curvature along a random direction: not a Gram")
-        return magnitudes
+    def _probes(self, q: torch.Tensor) -> torch.Tensor:
+        """This aggregator's random directions for (d, d) Grams: drawn once per d from OS
+        entropy, so no client can know them, and reused for every update it checks."""
+        key = (q.shape[0], q.device, CURVATURE_PROBES)
+        if key not in self._probe_cache:
+            gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+            self._probe_cache[key] = torch.randn(CURVATURE_PROBES, q.shape[0], generator=gen).to(q.device)
+        return self._probe_cache[key]
 
     def _check_tensor(self, what: str, t, shape: tuple | None = None) -> None:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
@@ -198,7 +209,7 @@ class Aggregator:
 
     def _check_structure(self, key: str, stats: SolveStats, gram_only: bool) -> None:
         """Types and shapes of one layer's (or the head's) statistics; their values are
-        checked in :meth:`_inspected`."""
+        checked by :func:`lorm_ext.add_terms`."""
         if not isinstance(stats, SolveStats):
             self._reject(f"{key}: expected SolveStats, got {type(stats).__name__}")
         q = stats.q
@@ -263,19 +274,6 @@ class Aggregator:
     def _require_clients(self) -> None:
         if self.num_clients == 0:
             raise ValueError("no client update has been added yet")
-
-
-def _has_negative_curvature(q: torch.Tensor) -> bool:
-    """``v.T q v`` clearly below 0 for one of a few random ``v`` (a PSD q gives >= 0).
-    The directions come from the OS's entropy, so a crafted q cannot be tuned to them."""
-    d = q.shape[0]
-    if d == 0:
-        return False
-    gen = torch.Generator(device=q.device).manual_seed(int.from_bytes(os.urandom(8), "little"))
-    v = torch.randn(d, CURVATURE_PROBES, dtype=F64, device=q.device, generator=gen).to(q.dtype)
-    curvature = (v * (q @ v)).sum(0, dtype=F64)
-    # E[v.T q v] = trace(q) for standard normal v: the natural scale of round-off.
-    return bool((curvature < -NEGATIVE_RTOL * torch.diagonal(q).abs().sum(dtype=F64)).any())
 
 
 def solve_batched(problems: dict[str, tuple[torch.Tensor, torch.Tensor]],

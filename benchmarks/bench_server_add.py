@@ -1,0 +1,82 @@
+"""Per-update cost of the server's checked add against a plain add of the same tensors.
+
+    python benchmarks/bench_server_add.py [--alpha 0] [--repeats 300] [--out benchmarks/results]
+
+One ViT-B-sized A-step update (bench_merge's model: 48 LoRA layers r = 8 + a 100-class
+head), float32 terms into float64 running sums, timed side by side in one run:
+
+- plain: ``torch._foreach_add_(sums, terms)`` -- no check at all (the floor).
+- add_terms: ``lorm_ext.add_terms`` alone -- every value check and the add, one call.
+- Aggregator.add: all of the server's work per update (structure checks too).
+- receive: the copy of an update that deserialising it would cost (for scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import lorm_ext
+from bench_merge import client_pool, receive
+from lorm import Aggregator
+from lorm.aggregate import FINITE_LIMIT, NEGATIVE_RTOL, SQUARE_GRAM, _kind
+
+
+def per_call_ms(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(3):  # best of three batches: the machine's noise only adds
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        best = min(best, (time.perf_counter() - start) / repeats * 1e3)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alpha", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    update = client_pool(12, args.alpha)[0]
+    agg = Aggregator(0, 1, "A")
+    agg.add(receive(update))
+    arrived = receive(update)
+    terms = agg._terms(arrived)
+    keys = list(terms)
+    sums, ts = [agg._sums[k] for k in keys], [terms[k] for k in keys]
+    kinds = [_kind(k, terms[k]) for k in keys]
+    probes = [agg._probes(terms[k]) for k, kind in zip(keys, kinds) if kind == SQUARE_GRAM]
+    limits = [FINITE_LIMIT / 2] * len(keys)
+    rows = {
+        "plain _foreach_add_": per_call_ms(lambda: torch._foreach_add_(sums, ts), args.repeats),
+        "add_terms (checks + add)": per_call_ms(
+            lambda: lorm_ext.add_terms(sums, ts, kinds, limits, NEGATIVE_RTOL, probes, check=False),
+            args.repeats),
+        "Aggregator.add (all the server does)": per_call_ms(lambda: agg.add(arrived), args.repeats),
+        "receive (copy of the update)": per_call_ms(lambda: receive(update), args.repeats),
+    }
+    mb = sum(t.numel() * t.element_size() for t in ts) / 2**20
+    plain = rows["plain _foreach_add_"]
+    lines = [f"# bench_server_add on cpu ({platform.machine()}, {torch.get_num_threads()} threads)", "",
+             f"torch {torch.__version__}, lorm_ext backend {lorm_ext.backend()}; one A-step update, "
+             f"alpha {args.alpha}: {len(ts)} tensors, {mb:.1f} MB float32 into float64 sums; best of 3 "
+             f"batches of {args.repeats} calls.", "",
+             "| per update | ms | / plain add |", "|---|---:|---:|"]
+    lines += [f"| {name} | {ms:.3f} | {ms / plain:.2f} |" for name, ms in rows.items()]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "server-add-cpu.md").write_text(text)
+        (args.out / "server-add-cpu.json").write_text(json.dumps(dict(alpha=args.alpha, mb=mb, ms=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
