@@ -26,8 +26,11 @@ void lowrank_gram_update(const at::Tensor& acc, const at::Tensor& x, const at::T
       .call(acc, x, a, diag);
 }
 
-at::Tensor spd_solve(const at::Tensor& q, const at::Tensor& p) {
-  return op("lorm_ext::spd_solve").typed<at::Tensor(const at::Tensor&, const at::Tensor&)>().call(q, p);
+// mixed_min_dim 1024: the op's default (this test's matrices take the float64 path).
+at::Tensor spd_solve(const at::Tensor& q, const at::Tensor& p, int64_t mixed_min_dim = 1024) {
+  return op("lorm_ext::spd_solve")
+      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>()
+      .call(q, p, mixed_min_dim);
 }
 
 bool close(const at::Tensor& a, const at::Tensor& b, double tol) {
@@ -71,6 +74,16 @@ const std::vector<std::pair<std::string, std::function<bool()>>> kTests = {
        at::Tensor expected =
            at::matmul(p, at::linalg_pinv(q, default_tolerance, default_tolerance, true));
        return close(spd_solve(q, p), expected, 1e-8);
+     }},
+    {"spd_solve's mixed-precision path (float32 factor, float64 refinement) matches pinv",
+     [] {
+       at::Tensor x = at::randn({400, 160}, at::kDouble);
+       at::Tensor q = x.t().mm(x).unsqueeze(0);
+       at::Tensor p = at::randn({1, 4, 160}, at::kDouble);
+       const std::optional<double> default_tolerance;
+       at::Tensor expected =
+           at::matmul(p, at::linalg_pinv(q, default_tolerance, default_tolerance, true));
+       return close(spd_solve(q, p, /*mixed_min_dim=*/128), expected, 1e-10);
      }},
     {"bad shape raises and leaves acc untouched",
      [] {
