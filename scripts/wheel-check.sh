@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LORM_ROOT"
 
 work=${LORM_WHEEL_DIR:-$LORM_ROOT/build/wheel-check}
-op_tests=(tests/test_gram_update.py tests/test_lowrank_gram_update.py tests/test_spd_solve.py
+op_tests=(tests/test_gram_update.py tests/test_lowrank_gram_update.py tests/test_spd_solve.py tests/test_add_terms.py
           tests/test_inspect_terms.py tests/test_opcheck.py tests/test_bad_input.py tests/test_build.py)
 
 rm -rf "$work/dist" && mkdir -p "$work/dist"
