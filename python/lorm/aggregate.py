@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 
 import lorm_ext
+from lorm_ext.reference import (ACCEPTED, DIAGONAL_GRAM, NEGATIVE_CURVATURE, NEGATIVE_DIAGONAL,
+                                NOT_FINITE, NOT_SYMMETRIC, PLAIN, SQUARE_GRAM, WOULD_OVERFLOW)
 
 from .messages import FACTORS, ClientUpdate, SolveStats
 
@@ -26,14 +28,12 @@ NEGATIVE_RTOL = 1e-5       # diagonal entries / curvature below -rtol * scale ar
 CURVATURE_PROBES = 8       # random directions v along which v.T q v must not be negative
 FINITE_LIMIT = sys.float_info.max
 BATCHED_SOLVE_MAX_NUMEL = 1 << 20  # q up to 1024 x 1024 is stacked with its peers
-PLAIN, DIAGONAL_GRAM, SQUARE_GRAM = range(3)  # the kinds of lorm_ext.add_terms
-ACCEPTED = 0
-# lorm_ext.add_terms' verdicts (csrc/checked_add.h) as rejection messages
-_VERDICTS = {1: "{key} contains NaN or Inf",
-             2: "{key} is not symmetric",
-             3: "{key} has a negative diagonal entry: not a Gram",
-             4: "{key}: adding values up to {magnitude:.3g} would overflow the float64 running sum",
-             5: "{key} has negative curvature along a random direction: not a Gram"}
+# lorm_ext.add_terms' verdicts as rejection messages
+_VERDICTS = {NOT_FINITE: "{key} contains NaN or Inf",
+             NOT_SYMMETRIC: "{key} is not symmetric",
+             NEGATIVE_DIAGONAL: "{key} has a negative diagonal entry: not a Gram",
+             WOULD_OVERFLOW: "{key}: adding values up to {magnitude:.3g} would overflow the float64 running sum",
+             NEGATIVE_CURVATURE: "{key} has negative curvature along a random direction: not a Gram"}
 
 
 def _kind(key: str, term: torch.Tensor) -> int:
