@@ -12,6 +12,8 @@ from the wire) and is copied on arrival for both methods.
   batched lorm_ext.spd_solve per shape group (mixed precision, the default). The
   same sums are then solved again in float64 (mixed_precision=False) for the
   side-by-side solve columns; that second solve is not in "ours (s)".
+- plain add: the same arrivals summed with a bare ``torch._foreach_add_`` (no checks):
+  the floor of the "ours add" column, in its own process.
 - naive (the paper's public code): keep every client's statistics, stack them per
   layer in float64, `torch.pinverse` per layer.
 
@@ -88,6 +90,17 @@ def merge_ours(pool: list[ClientUpdate], clients: int) -> dict:
                 solve_float64_s=float64_s, solve_rel_diff=max(differences))
 
 
+def add_floor(pool: list[ClientUpdate], clients: int) -> dict:
+    """The same arrivals added with a plain ``_foreach_add_`` into float64 sums: no
+    check at all, no structure; the least any server pays for these adds."""
+    sums, start = None, time.perf_counter()
+    for i in range(clients):
+        ts = list(receive(pool[i % len(pool)]).tensors().values())
+        sums = sums or [torch.zeros(t.shape, dtype=torch.float64) for t in ts]
+        torch._foreach_add_(sums, ts)
+    return dict(add_s=time.perf_counter() - start)
+
+
 def merge_naive(pool: list[ClientUpdate], clients: int) -> None:
     held = [receive(pool[i % len(pool)]) for i in range(clients)]
     for name in list(held[0].layers) + ["head"]:
@@ -103,7 +116,7 @@ def run_one(method: str, alpha: float, clients: int, blocks: int) -> dict:
     pool = client_pool(blocks, alpha)
     baseline = reset_peak()  # measure the merge alone
     start = time.perf_counter()
-    timings = merge_ours(pool, clients) if method == "ours" else merge_naive(pool, clients)
+    timings = {"ours": merge_ours, "floor": add_floor, "naive": merge_naive}[method](pool, clients)
     seconds = time.perf_counter() - start
     # ours: its own seconds (adds + the mixed-precision solve) replace the outer ones
     return dict(dict(seconds=seconds), **(timings or {}), peak_mb=max(0.0, status_mb("VmHWM") - baseline))
@@ -141,12 +154,15 @@ def write_results(out: Path, header: str, rows: list[dict], blocks: int, append:
     rows = sorted(rows, key=lambda r: (r["alpha"], r["clients"]))
     path.write_text(json.dumps(dict(blocks=blocks, rows=rows), indent=1))
     lines = [header, "", "| alpha | clients | update (MB) | ours (s) | ours add (s) | ours solve (s) | "
-             "float64 solve (s) | ours peak (MB) | naive (s) | naive peak (MB) | time naive/ours | "
-             "memory naive/ours |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "float64 solve (s) | plain add (s) | add / plain | ours peak (MB) | naive (s) | "
+             "naive peak (MB) | time naive/ours | memory naive/ours |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         o, nv = r["ours"], r["naive"]
         split = " | ".join(f"{o[k]:.2f}" if k in o else "-" for k in ("add_s", "solve_s", "solve_float64_s"))
+        floor = r.get("floor")
+        split += (f" | {floor['add_s']:.2f} | {o['add_s'] / floor['add_s']:.2f}" if floor and "add_s" in o
+                  else " | - | -")
         tail = (f"{nv['seconds']:.2f} | {nv['peak_mb']:.0f} | "
                 f"{nv['seconds'] / o['seconds']:.2f} | {nv['peak_mb'] / max(o['peak_mb'], 1):.2f}"
                 if nv else f"skipped | ~{r['naive_skipped_gb'] * 1024:.0f} held | - | -")
@@ -184,10 +200,11 @@ def main() -> None:
     for alpha, n in cases:
         per_client = update_mb(args.blocks, alpha)
         ours = spawn("ours", alpha, n, args.blocks)
+        floor = spawn("floor", alpha, n, args.blocks)
         held_gb = naive_memory_gb(args.blocks, alpha, n)
         naive = (spawn("naive", alpha, n, args.blocks) if held_gb <= args.memory_budget_gb
                  else None)
-        row = dict(alpha=alpha, clients=n, update_mb=per_client, ours=ours, naive=naive,
+        row = dict(alpha=alpha, clients=n, update_mb=per_client, ours=ours, floor=floor, naive=naive,
                    naive_skipped_gb=None if naive else held_gb)
         rows.append(row)
         naive_text = (f"naive {naive['seconds']:8.2f} s {naive['peak_mb']:9.0f} MB  "
@@ -195,7 +212,8 @@ def main() -> None:
                       f"memory x{naive['peak_mb'] / max(ours['peak_mb'], 1):6.2f}"
                       if naive else f"naive skipped (would hold ~{held_gb:.0f} GB)")
         print(f"alpha {alpha:3.1f} N {n:5d}  update {per_client:7.1f} MB  ours "
-              f"{ours['seconds']:8.2f} s (add {ours['add_s']:.2f}, solve {ours['solve_s']:.2f}; "
+              f"{ours['seconds']:8.2f} s (add {ours['add_s']:.2f} vs plain {floor['add_s']:.2f}, "
+              f"solve {ours['solve_s']:.2f}; "
               f"float64 solve {ours['solve_float64_s']:.2f}, max rel diff "
               f"{ours['solve_rel_diff']:.1e}) {ours['peak_mb']:9.0f} MB  {naive_text}", flush=True)
     if args.out:

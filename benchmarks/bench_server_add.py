@@ -27,14 +27,18 @@ from lorm import Aggregator
 from lorm.aggregate import FINITE_LIMIT, NEGATIVE_RTOL, SQUARE_GRAM, _kind
 
 
-def per_call_ms(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(3):  # best of three batches: the machine's noise only adds
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        best = min(best, (time.perf_counter() - start) / repeats * 1e3)
+def per_call_ms(fns: dict, repeats: int, rounds: int = 5) -> dict[str, float]:
+    """Best milliseconds per call of each function; the functions take turns, a batch of
+    ``repeats`` calls each per round, so a slow spell of the machine hits them alike."""
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats * 1e3)
     return best
 
 
@@ -54,20 +58,19 @@ def main() -> None:
     kinds = [_kind(k, terms[k]) for k in keys]
     probes = [agg._probes(terms[k]) for k, kind in zip(keys, kinds) if kind == SQUARE_GRAM]
     limits = [FINITE_LIMIT / 2] * len(keys)
-    rows = {
-        "plain _foreach_add_": per_call_ms(lambda: torch._foreach_add_(sums, ts), args.repeats),
-        "add_terms (checks + add)": per_call_ms(
+    rows = per_call_ms({
+        "plain _foreach_add_": lambda: torch._foreach_add_(sums, ts),
+        "add_terms (checks + add)":
             lambda: lorm_ext.add_terms(sums, ts, kinds, limits, NEGATIVE_RTOL, probes, check=False),
-            args.repeats),
-        "Aggregator.add (all the server does)": per_call_ms(lambda: agg.add(arrived), args.repeats),
-        "receive (copy of the update)": per_call_ms(lambda: receive(update), args.repeats),
-    }
+        "Aggregator.add (all the server does)": lambda: agg.add(arrived),
+        "receive (copy of the update)": lambda: receive(update),
+    }, args.repeats)
     mb = sum(t.numel() * t.element_size() for t in ts) / 2**20
     plain = rows["plain _foreach_add_"]
     lines = [f"# bench_server_add on cpu ({platform.machine()}, {torch.get_num_threads()} threads)", "",
              f"torch {torch.__version__}, lorm_ext backend {lorm_ext.backend()}; one A-step update, "
-             f"alpha {args.alpha}: {len(ts)} tensors, {mb:.1f} MB float32 into float64 sums; best of 3 "
-             f"batches of {args.repeats} calls.", "",
+             f"alpha {args.alpha}: {len(ts)} tensors, {mb:.1f} MB float32 into float64 sums; best of 5 "
+             f"rounds, each function a batch of {args.repeats} calls in turn.", "",
              "| per update | ms | / plain add |", "|---|---:|---:|"]
     lines += [f"| {name} | {ms:.3f} | {ms / plain:.2f} |" for name, ms in rows.items()]
     text = "\n".join(lines) + "\n"

@@ -105,13 +105,21 @@ def corrupt(update, how):
         update.num_samples = 0
     elif how == "missing p":
         update.layers[LAYERS[0]] = SolveStats(p=None, q=stats.q)
+    elif how == "integer bias":  # the same shape as before: only the dtype is wrong
+        update.head_bias = update.head_bias.round().to(torch.int64)
+    elif how == "meta tensor":
+        update.layers[LAYERS[0]] = SolveStats(p=stats.p.to("meta"), q=stats.q)
+    elif how == "not SolveStats":  # the right tensors in the wrong container
+        update.layers[LAYERS[0]] = type("Duck", (), {"p": stats.p, "q": stats.q})()
     return update
 
 
 BAD = {"round": "round 7", "task": "task 3", "factor": "factor 'B'",
        "missing layer": "missing", "extra layer": "unexpected", "shape": "shape",
        "NaN": "NaN", "non-symmetric": "symmetric|square", "negative diagonal": "negative diagonal",
-       "no head": "head", "zero samples": "num_samples", "missing p": "p is missing"}
+       "no head": "head", "zero samples": "num_samples", "missing p": "p is missing",
+       "integer bias": "head/bias must be a floating", "meta tensor": "meta",
+       "not SolveStats": "expected SolveStats"}
 
 
 @pytest.mark.parametrize("how", sorted(BAD))
@@ -131,6 +139,8 @@ def test_bad_update_is_rejected_and_sums_survive(how):
     after = agg.result()
     for name in LAYERS:
         assert torch.equal(after.layers[name], result_before.layers[name])
+    agg.add(a_step_update(pb, 0))  # a good update after the bad one still goes in
+    assert agg.num_clients == len(pb.As) + 1
 
 
 def test_result_needs_clients_and_gram_only_aggregator_gives_sums():

@@ -69,3 +69,59 @@ def test_bad_arguments():
         lorm_ext.inspect_terms([torch.zeros(3, dtype=torch.int32)])
     with pytest.raises(lorm_ext.LormInputError, match="flags"):
         lorm_ext.inspect_terms([torch.zeros(3)], [False, True])
+
+
+def symmetric_matrix(d: int, seed: int = 0) -> torch.Tensor:
+    t = torch.randn(d, d, generator=torch.Generator().manual_seed(seed))
+    return (t + t.T) / 2
+
+
+@pytest.mark.parametrize("d", [7, 8, 9, 16, 17, 33])
+def test_every_asymmetric_pair_is_found(d):
+    """float32 runs 8 x 8 blocks transposed in registers plus scalar edges: a single
+    unequal pair anywhere, and a NaN anywhere off the diagonal, must show."""
+    base = symmetric_matrix(d)
+    assert lorm_ext.inspect_terms([base], [True])[0][2]
+    for i in range(d):
+        for j in range(d):
+            if i == j:
+                continue
+            for fault in (base[i, j].item() * 2 + 1, float("nan")):
+                t = base.clone()
+                t[i, j] = fault
+                assert not lorm_ext.inspect_terms([t], [True])[0][2], (i, j, fault)
+    t = base.clone()
+    t.diagonal().fill_(float("nan"))  # the diagonal is not compared
+    assert lorm_ext.inspect_terms([t], [True])[0][1:3] == (False, True)
+
+
+def test_large_matrix_pieces_cover_every_row():
+    """A d that splits into several pieces, each taking rows from both ends of the
+    triangle: an asymmetry in any band of rows must reach the verdict."""
+    d = 1000
+    base = symmetric_matrix(d)
+    gen = torch.Generator().manual_seed(1)
+    rows = list(range(0, d, 37)) + [d - 9, d - 2, d // 2, d // 2 + 1]
+    for i in rows:
+        j = int(torch.randint(0, d, (1,), generator=gen))
+        if i == j:
+            continue
+        t = base.clone()
+        t[i, j] += 1.0
+        assert lorm_ext.inspect_terms([t, base], [True, True])[0][2] is False, (i, j)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 40])
+def test_flat_scan_sees_every_position(n):
+    """The float32 scan reads 16 values per step plus a scalar tail: a NaN, an Inf, the
+    largest and the smallest value are seen wherever they sit."""
+    base = torch.linspace(-1.0, 1.0, n) * 0.5
+    for k in range(n):
+        for value in (float("nan"), -float("inf"), 3.0, -4.0):
+            t = base.clone()
+            t[k] = value
+            ref = lorm_ext.reference.inspect_terms([t], [0])[0].tolist()
+            max_abs, finite, _, smallest = lorm_ext.inspect_terms([t])[0]
+            assert (max_abs, finite, smallest) == (ref[0], bool(ref[1]), ref[3]), (k, value)
+            assert finite == math.isfinite(value)
+            assert max_abs == (abs(value) if not math.isnan(value) else (0.5 if n > 1 else 0.0))

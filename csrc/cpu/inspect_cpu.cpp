@@ -5,9 +5,10 @@
 // they are still in cache.
 //
 // All terms are cut into pieces of about kGrain values, one parallel region for the
-// whole update. A square term's symmetry is read in kTile x kTile tile pairs
-// (i-block, j-block) and its mirror (j-block, i-block), so the transposed comparison
-// stays in cache.
+// whole update. A square term's symmetry is read in tile pairs (i-block, j-block) and
+// its mirror (j-block, i-block), so the transposed comparison stays in cache; a piece
+// of it takes rows from both ends of the triangle, so pieces cost alike. float32 terms
+// (what clients send) run the vector loops of value_loops.cpp.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -17,6 +18,7 @@
 
 #include "../checked_add.h"
 #include "../checks.h"
+#include "value_loops.h"
 
 namespace lorm {
 namespace {
@@ -87,17 +89,16 @@ Findings inspect_values(const scalar_t* data, int64_t begin, int64_t end) {
   return f;
 }
 
-// Whether t[i][j] == t[j][i] for i in the tile rows [b0, b1) of a (d, d) t and every
-// j > i, compared in kTile x kTile tile pairs so the transposed reads stay in cache.
+// Whether t[i][j] == t[j][i] for every row i in [i0, i1) and j > i of a (d, d) t,
+// compared in kTile x kTile tile pairs so the transposed reads stay in cache.
 template <typename scalar_t>
-bool symmetric_rows(const scalar_t* data, int64_t d, int64_t b0, int64_t b1) {
-  const int64_t tiles = (d + kTile - 1) / kTile;
+bool symmetric_rows(const scalar_t* data, int64_t d, int64_t i0, int64_t i1) {
   bool same = true;
-  for (int64_t bi = b0; bi < b1 && same; ++bi) {
-    const int64_t i0 = bi * kTile, i1 = std::min(d, i0 + kTile);
-    for (int64_t bj = bi; bj < tiles && same; ++bj) {
-      const int64_t j0 = bj * kTile, j1 = std::min(d, j0 + kTile);
-      for (int64_t i = i0; i < i1; ++i) {
+  for (int64_t r0 = i0; r0 < i1 && same; r0 += kTile) {
+    const int64_t r1 = std::min(i1, r0 + kTile);
+    for (int64_t j0 = r0; j0 < d && same; j0 += kTile) {
+      const int64_t j1 = std::min(d, j0 + kTile);
+      for (int64_t i = r0; i < r1; ++i) {
         for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
           same &= data[i * d + j] == data[j * d + i];  // a NaN pair is unequal
         }
@@ -107,11 +108,25 @@ bool symmetric_rows(const scalar_t* data, int64_t d, int64_t b0, int64_t b1) {
   return same;
 }
 
+bool symmetric_rows(const float* data, int64_t d, int64_t i0, int64_t i1) {
+  return symmetric_rows_float32(data, d, i0, i1);
+}
+
+Findings inspect_values(const float* data, int64_t begin, int64_t end) {
+  const ValueScan scan = scan_float32(data + begin, end - begin);
+  Findings f;
+  f.max_abs = scan.max_abs;
+  f.finite = scan.finite;
+  f.min_diagonal = scan.min;
+  return f;
+}
+
 // One unit of parallel work on term `term`: values [begin, end) (a flat pass or an
-// add), or tile rows [begin, end) of its symmetry check.
+// add), or for its symmetry check the rows [begin, end) and [begin2, end2).
 struct Piece {
   int64_t term, begin, end;
-  bool symmetry;
+  bool symmetry = false;
+  int64_t begin2 = 0, end2 = 0;
 };
 
 // Every term cut into pieces of about kGrain values, so many small terms and one
@@ -120,9 +135,43 @@ std::vector<Piece> value_pieces(const std::vector<Tensor>& ts) {
   std::vector<Piece> pieces;
   for (int64_t k = 0; k < static_cast<int64_t>(ts.size()); ++k)
     for (int64_t b = 0; b < ts[k].numel(); b += kGrain)
-      pieces.push_back({k, b, std::min(ts[k].numel(), b + kGrain), false});
+      pieces.push_back({k, b, std::min(ts[k].numel(), b + kGrain)});
   return pieces;
 }
+
+// The upper triangle of square term k in pieces of about kGrain comparisons: tile rows
+// [b0, b1) from the top, where rows are longest, with their mirror from the bottom.
+void add_symmetry_pieces(std::vector<Piece>& pieces, int64_t k, int64_t d) {
+  const int64_t tiles = (d + kTile - 1) / kTile, top = (tiles + 1) / 2;
+  const int64_t step = std::max<int64_t>(1, kGrain / ((tiles + 1) * kTile * kTile));
+  for (int64_t b0 = 0; b0 < top; b0 += step) {
+    const int64_t b1 = std::min(top, b0 + step);
+    const int64_t m0 = std::max(top, tiles - b1), m1 = tiles - b0;  // the mirrored rows
+    pieces.push_back({k, b0 * kTile, std::min(d, b1 * kTile), true,
+                      std::min(d, m0 * kTile), std::min(d, std::max(m0, m1) * kTile)});
+  }
+}
+
+// a and b merged in proportion, so each thread's static share of a parallel_for over
+// the result gets the same mix of both kinds of work.
+std::vector<Piece> interleaved(const std::vector<Piece>& a, const std::vector<Piece>& b) {
+  std::vector<Piece> out;
+  out.reserve(a.size() + b.size());
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    const bool take_a = j == b.size() || (i < a.size() && i * b.size() <= j * a.size());
+    out.push_back(take_a ? a[i++] : b[j++]);
+  }
+  return out;
+}
+
+// out[j] += in[j] for j in [0, n), each value converted to the sum's dtype as it is read.
+template <typename acc_t, typename scalar_t>
+void add_values(acc_t* out, const scalar_t* in, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] += static_cast<acc_t>(static_cast<compute_t<acc_t>>(in[j]));
+}
+
+void add_values(double* out, const float* in, int64_t n) { add_float32_into_float64(out, in, n); }
 
 template <typename Fn>
 void dispatch_term(const Tensor& t, const Fn& fn) {
@@ -136,19 +185,19 @@ void dispatch_term(const Tensor& t, const Fn& fn) {
 // region: [max |t| (NaNs skipped), all finite, exactly symmetric, smallest diagonal].
 Tensor inspect_contiguous(const std::vector<Tensor>& ts, const std::vector<int64_t>& symmetric) {
   const int64_t n = static_cast<int64_t>(ts.size());
-  std::vector<Piece> pieces = value_pieces(ts);
-  for (int64_t k = 0; k < n; ++k) {
-    if (!symmetric[k]) continue;
-    const int64_t tiles = (ts[k].size(0) + kTile - 1) / kTile;
-    for (int64_t b = 0; b < tiles; b += 4) pieces.push_back({k, b, std::min(tiles, b + 4), true});
-  }
+  std::vector<Piece> symmetry;
+  for (int64_t k = 0; k < n; ++k)
+    if (symmetric[k]) add_symmetry_pieces(symmetry, k, ts[k].size(0));
+  const std::vector<Piece> pieces = interleaved(value_pieces(ts), symmetry);
   std::vector<Findings> found(pieces.size());
   torch::stable::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t p0, int64_t p1) {
     for (int64_t i = p0; i < p1; ++i) {
       const Piece& piece = pieces[i];
       dispatch_term(ts[piece.term], [&](const auto* data) {
         if (piece.symmetry) {
-          found[i].symmetric = symmetric_rows(data, ts[piece.term].size(0), piece.begin, piece.end);
+          const int64_t d = ts[piece.term].size(0);
+          found[i].symmetric = symmetric_rows(data, d, piece.begin, piece.end) &&
+                               symmetric_rows(data, d, piece.begin2, piece.end2);
         } else {
           found[i] = inspect_values(data, piece.begin, piece.end);
         }
@@ -156,11 +205,7 @@ Tensor inspect_contiguous(const std::vector<Tensor>& ts, const std::vector<int64
     }
   });
   std::vector<Findings> per_term(n);
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    Findings f = found[i];
-    if (pieces[i].symmetry) f.min_diagonal = std::numeric_limits<double>::infinity();
-    per_term[pieces[i].term].merge(f);
-  }
+  for (size_t i = 0; i < pieces.size(); ++i) per_term[pieces[i].term].merge(found[i]);
   Tensor out = empty_cpu({n, 4}, ScalarType::Double);
   double* rows = out.mutable_data_ptr<double>();
   for (int64_t k = 0; k < n; ++k) {
@@ -186,7 +231,7 @@ std::vector<Tensor> contiguous_terms(const std::vector<Tensor>& ts, const char* 
   out.reserve(ts.size());
   for (size_t k = 0; k < ts.size(); ++k) {
     LORM_CHECK(ts[k].is_cpu(), op, ": CPU kernel got ts[", k, "] on ", device_name(ts[k]));
-    out.push_back(torch::stable::contiguous(ts[k]));
+    out.push_back(ts[k].is_contiguous() ? ts[k] : torch::stable::contiguous(ts[k]));  // a call costs ~2 us
   }
   return out;
 }
@@ -207,8 +252,7 @@ void add_contiguous(const std::vector<Tensor>& sums, const std::vector<Tensor>& 
         dispatch_acc_float(sums[piece.term].scalar_type(), "add_terms", [&](auto acc_tag) {
           using acc_t = typename decltype(acc_tag)::type;
           acc_t* out = sums[piece.term].template mutable_data_ptr<acc_t>();
-          for (int64_t j = piece.begin; j < piece.end; ++j)
-            out[j] += static_cast<acc_t>(static_cast<compute_t<acc_t>>(data[j]));
+          add_values(out + piece.begin, data + piece.begin, piece.end - piece.begin);
         });
       });
     }

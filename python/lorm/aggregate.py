@@ -42,6 +42,17 @@ def _kind(key: str, term: torch.Tensor) -> int:
     return SQUARE_GRAM if term.dim() == 2 else DIAGONAL_GRAM
 
 
+def _layout(tensors: dict[str, torch.Tensor]) -> tuple:
+    """What the structure checks look at in an update's tensors: an update of
+    SolveStats with the layout of one that passed them passes them too."""
+    return tuple((key, type(t), t.shape, t.dtype, t.device) for key, t in tensors.items())
+
+
+def _all_solve_stats(update: ClientUpdate) -> bool:
+    return (all(type(s) is SolveStats for s in update.layers.values())
+            and (update.head is None or type(update.head) is SolveStats))
+
+
 class UpdateRejected(ValueError):
     """A client update does not fit this aggregator; nothing was added."""
 
@@ -99,6 +110,8 @@ class Aggregator:
         self._sums: dict[str, torch.Tensor] = {}
         self._bounds: dict[str, float] = {}  # upper bounds of max |sum| per key
         self._probe_cache: dict[tuple, torch.Tensor] = {}
+        self._accepted_layout: tuple | None = None  # of the last update added
+        self._accepted_kinds: list[int] = []         # and its terms' kinds
         self.num_clients = 0
         self.num_samples = 0
 
@@ -109,15 +122,16 @@ class Aggregator:
         Raises :class:`UpdateRejected` (sums bit-identical to before) when any part of
         it is malformed, non-finite, not symmetric or not PSD where a Gram must be, or
         would make a running sum overflow."""
-        terms = self._validated_terms(update)
+        terms, layout = self._validated_terms(update)
         keys = list(terms)
         fresh = not self._sums  # the first update adds into zeros, kept only if accepted
         sums = ({key: torch.zeros(t.shape, dtype=F64, device=t.device) for key, t in terms.items()}
                 if fresh else self._sums)
-        kinds = [_kind(key, terms[key]) for key in keys]
+        kinds = (self._accepted_kinds if layout == self._accepted_layout
+                 else [_kind(key, terms[key]) for key in keys])
         try:
             rows = lorm_ext.add_terms(
-                [sums[key] for key in keys], [terms[key] for key in keys], kinds,
+                [sums[key] for key in keys], list(terms.values()), kinds,
                 [FINITE_LIMIT - self._bounds.get(key, 0.0) for key in keys], NEGATIVE_RTOL,
                 [self._probes(terms[key]) for key, kind in zip(keys, kinds) if kind == SQUARE_GRAM],
                 check=False)  # types and shapes were checked above; the kernel checks again
@@ -137,6 +151,7 @@ class Aggregator:
             self._bounds[key] = self._bounds.get(key, 0.0) + row[0]
         if self._expected is None:
             self._expected = list(update.layers)
+        self._accepted_layout, self._accepted_kinds = layout, kinds
         self.num_clients += 1
         self.num_samples += update.num_samples
 
@@ -144,17 +159,22 @@ class Aggregator:
         """What ``update`` adds, by key, detached. Tensors stay in their wire dtype:
         adding float32 into a float64 sum casts on the fly. The bias enters weighted by
         its sample count."""
-        terms = {key: t.detach() for key, t in update.tensors().items()}
+        return self._detached_terms(update.tensors(), update.num_samples)
+
+    @staticmethod
+    def _detached_terms(tensors: dict[str, torch.Tensor], num_samples: int) -> dict[str, torch.Tensor]:
+        terms = {key: t.detach() if t.requires_grad else t for key, t in tensors.items()}
         if "head/bias" in terms:
-            terms["head/bias"] = terms["head/bias"].to(F64) * update.num_samples
+            terms["head/bias"] = terms["head/bias"].to(F64) * num_samples
         return terms
 
     def _reject(self, message: str):
         raise UpdateRejected(f"update rejected ({message}); the running sums are unchanged")
 
-    def _validated_terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
+    def _validated_terms(self, update: ClientUpdate) -> tuple[dict[str, torch.Tensor], tuple]:
         """The terms ``update`` adds, after checking their structure and shapes (their
-        values are checked by :func:`lorm_ext.add_terms` as they are added)."""
+        values are checked by :func:`lorm_ext.add_terms` as they are added), and the
+        layout of its tensors."""
         if not isinstance(update, ClientUpdate):
             self._reject(f"expected a ClientUpdate, got {type(update).__name__}")
         where = (update.task, update.round, update.factor)
@@ -165,6 +185,21 @@ class Aggregator:
         samples = update.num_samples
         if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
             self._reject(f"num_samples must be a positive int, got {samples!r}")
+        if self._accepted_layout is not None and _all_solve_stats(update):
+            try:  # the common case: laid out exactly as the last update that passed
+                tensors = update.tensors()
+                layout = _layout(tensors)
+                if layout == self._accepted_layout:
+                    return self._detached_terms(tensors, samples), layout
+            except (AttributeError, TypeError):
+                pass  # malformed: the checks below say how
+        self._check_layout(update)
+        tensors = update.tensors()
+        return self._detached_terms(tensors, samples), _layout(tensors)
+
+    def _check_layout(self, update: ClientUpdate) -> None:
+        """Layer names, types, dtypes and shapes of ``update`` against each other and
+        against the sums so far."""
         if self._expected is not None and set(update.layers) != set(self._expected):
             missing = sorted(set(self._expected) - set(update.layers))
             extra = sorted(set(update.layers) - set(self._expected))
@@ -181,14 +216,12 @@ class Aggregator:
             self._reject("head statistics and head bias must come together")
         if update.head_bias is not None:
             self._check_tensor("head/bias", update.head_bias, (update.head.p.shape[0],))
-        terms = self._terms(update)
-        for key, value in terms.items():
+        for key, value in self._terms(update).items():
             if self._sums and key not in self._sums:
                 self._reject(f"{key} is not among the running sums")
             if key in self._sums and self._sums[key].shape != value.shape:
                 self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
                              f"{tuple(self._sums[key].shape)}")
-        return terms
 
     def _probes(self, q: torch.Tensor) -> torch.Tensor:
         """This aggregator's random directions for (d, d) Grams: drawn once per d from OS
@@ -238,6 +271,7 @@ class Aggregator:
                      num_samples: int) -> None:
         """Installs sums combined elsewhere (e.g. all-reduced over ranks)."""
         self._sums, self._expected = dict(sums), list(layers)
+        self._accepted_layout = None
         keys = list(self._sums)  # the same one-read magnitudes that add() keeps up to date
         found = lorm_ext.inspect_terms([self._sums[key] for key in keys])
         self._bounds = {key: row[0] for key, row in zip(keys, found)}
