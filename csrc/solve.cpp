@@ -82,20 +82,18 @@ Tensor contiguous_copy(const Tensor& t) {
 // float32 factor can serve converges in two or three).
 constexpr int kMaxRefinements = 10;
 
-// Mixed precision (LAPACK dsposv's scheme): X from a float32 Cholesky factor of q,
+// Mixed precision (LAPACK dsposv's scheme): X from a float32 Cholesky factor of q
+// (q32, the backend's `narrowed` copy of q; q_norm its |q|_inf (b, 1)),
 // then corrections dX = solve32(p - X q) with the residual in float64, until every row
 // of X meets dsposv's test |r|_max <= |x|_max * |q|_inf * eps * sqrt(d). Returns X
 // (b, m, d) and which matrices of the batch converged (b,) bool on the CPU; only their
 // rows of X are solutions. A q the float32 factor cannot serve (cond(q) beyond ~1e7)
 // does not converge.
-std::tuple<Tensor, Tensor> refine_from_float32(const Tensor& q_batch, const Tensor& p_batch,
-                                               const CholeskyBackend& backend) {
+std::tuple<Tensor, Tensor> refine_from_float32(const Tensor& q_batch, const Tensor& q32, const Tensor& q_norm,
+                                               const Tensor& p_batch, const CholeskyBackend& backend) {
   const int64_t d = q_batch.size(-1);
-  const Tensor q32 = to_dtype(q_batch, ScalarType::Float);
   auto [factor32, status] = backend.factor(q32);
   const Tensor factored = aten::eq(status, scalar_like(status, 0.0));  // (b,)
-  // |q|_inf from the float32 copy (half the bytes; it only scales the tolerance).
-  const Tensor q_norm = to_dtype(aten::amax(aten::sum(aten::abs(q32), -1), -1, /*keepdim=*/true), kDouble);
   const double rtol = std::numeric_limits<double>::epsilon() * std::sqrt(static_cast<double>(d));
   const Tensor row_tolerance = aten::mul(q_norm, scalar_like(q_norm, rtol));
   const Tensor x = zeros(p_batch.sizes(), ScalarType::Double, p_batch);
@@ -155,18 +153,21 @@ Tensor spd_solve_with(const Tensor& q, const Tensor& p, int64_t mixed_min_dim,
 
   const int64_t m = p.size(-2), d = p.size(-1);
   if (p.numel() == 0 || d == 0) return zeros(p.sizes(), out_dtype, p);
-  const Tensor q_batch = backend.flushed(torch::stable::reshape(q64, {-1, d, d}));
+  const Tensor q_batch = torch::stable::reshape(q64, {-1, d, d});
   const Tensor p_batch = torch::stable::contiguous(torch::stable::reshape(p64, {-1, m, d}));
-  if (backend.takes_float32 && mixed_min_dim > 0 && d >= mixed_min_dim) {
-    auto [x, converged] = refine_from_float32(q_batch, p_batch, backend);
+  if (backend.narrowed != nullptr && mixed_min_dim > 0 && d >= mixed_min_dim) {
+    // One read of q gives the float32 copy, the norms and whether to flush at all.
+    auto [q32, q_norm, subnormal] = backend.narrowed(q_batch);
+    const Tensor q_flushed = subnormal ? backend.flushed(q_batch) : q_batch;
+    auto [x, converged] = refine_from_float32(q_flushed, q32, q_norm, p_batch, backend);
     if (!item_bool(aten::all(converged))) {
       const Tensor rest = to_device_of(torch::stable::flatten(aten::nonzero(aten::logical_not(converged))), q);
       aten::index_copy_(x, 0, rest,
-                        solve_float64(aten::index_select(q_batch, 0, rest), aten::index_select(p_batch, 0, rest), backend));
+                        solve_float64(aten::index_select(q_flushed, 0, rest), aten::index_select(p_batch, 0, rest), backend));
     }
     return to_dtype(torch::stable::reshape(x, p.sizes()), out_dtype);
   }
-  return to_dtype(torch::stable::reshape(solve_float64(q_batch, p_batch, backend), p.sizes()), out_dtype);
+  return to_dtype(torch::stable::reshape(solve_float64(backend.flushed(q_batch), p_batch, backend), p.sizes()), out_dtype);
 }
 
 }  // namespace lorm

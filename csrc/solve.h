@@ -17,9 +17,12 @@ struct CholeskyBackend {
   // q (contiguous float64) with every subnormal entry set to 0: q itself when it has
   // none, else a copy.
   Tensor (*flushed)(const Tensor& q);
-  // Whether factor and solve also take float32 batches: then matrices with d >=
-  // mixed_min_dim are first solved by a float32 factor refined in float64.
-  bool takes_float32;
+  // The mixed-precision path, or null where there is none: q (b, d, d) contiguous
+  // float64 (not yet flushed) rounded to float32 (a subnormal rounds to 0), |q|_inf per
+  // matrix (b, 1) float64, and whether q holds a subnormal. With it, factor and solve
+  // also take float32, and matrices with d >= mixed_min_dim are first solved by a
+  // float32 factor refined in float64.
+  std::tuple<Tensor, Tensor, bool> (*narrowed)(const Tensor& q);
 };
 
 // `flushed` of any device through ATen ops (a copy, always).

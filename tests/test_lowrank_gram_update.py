@@ -65,3 +65,24 @@ def test_equals_projected_full_gram(device, r):
     lorm_ext.gram_update(g, x)
     a64 = a.double()
     torch.testing.assert_close(h, a64 @ g @ a64.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("r", [3, 8, 13])
+def test_cpu_result_does_not_depend_on_thread_count(r):
+    """float32 rows take the fused CPU pass, cut into a fixed number of pieces summed in
+    order: one thread and two give the same bits."""
+    x = make_rows((5, 197), 100, torch.float32, "contiguous", seed=r, device="cpu")
+    a = projection(r, 100, seed=r)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            acc, diag = torch.zeros(r, r, dtype=torch.float64), torch.zeros(100, dtype=torch.float64)
+            lorm_ext.lowrank_gram_update(acc, x, a, diag)
+            results.append((acc, diag))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    z = x.reshape(-1, 100).double() @ a.double().T
+    torch.testing.assert_close(results[0][0], z.T @ z, rtol=1e-12, atol=1e-9)

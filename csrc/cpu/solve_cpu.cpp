@@ -1,10 +1,14 @@
 // CPU Cholesky for spd_solve: LAPACK through ATen's linalg ops, float64 and float32
 // (the float32 factor of the mixed-precision path).
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
 
+#include <vector>
+
 #include "../solve.h"
+#include "value_loops.h"
 
 namespace lorm {
 namespace {
@@ -30,6 +34,31 @@ Tensor flushed_cpu(const Tensor& q) {
   return out;
 }
 
+// One parallel read of q (b, d, d): its float32 copy, |q|_inf (b, 1) and whether any
+// entry is subnormal.
+std::tuple<Tensor, Tensor, bool> narrowed_cpu(const Tensor& q) {
+  const int64_t b = q.size(0), d = q.size(1);
+  const Tensor q32 = empty_cpu({b, d, d}, ScalarType::Float);
+  const double* in = q.const_data_ptr<double>();
+  float* out = q32.mutable_data_ptr<float>();
+  std::vector<NarrowedRow> rows(b * d);
+  torch::stable::parallel_for(0, b * d, std::max<int64_t>(1, kScanGrain / std::max<int64_t>(d, 1)),
+                              [&](int64_t r0, int64_t r1) {
+                                for (int64_t r = r0; r < r1; ++r) rows[r] = narrow_float64(in + r * d, out + r * d, d);
+                              });
+  const Tensor norms = empty_cpu({b, 1}, ScalarType::Double);
+  double* norm = norms.mutable_data_ptr<double>();
+  bool subnormal = false;
+  for (int64_t k = 0; k < b; ++k) {
+    norm[k] = 0.0;
+    for (int64_t i = 0; i < d; ++i) {
+      norm[k] = std::max(norm[k], rows[k * d + i].abs_sum);
+      subnormal = subnormal || rows[k * d + i].subnormal;
+    }
+  }
+  return {q32, norms, subnormal};
+}
+
 std::tuple<Tensor, Tensor> factor_cpu(const Tensor& q) { return aten::linalg_cholesky_ex(q); }
 
 void solve_cpu(const Tensor& factor, const Tensor& p) {
@@ -43,7 +72,7 @@ void solve_cpu(const Tensor& factor, const Tensor& p) {
 Tensor spd_solve_cpu(const Tensor& q, const Tensor& p, int64_t mixed_min_dim) {
   LORM_CHECK(q.is_cpu() && p.is_cpu(), "spd_solve: CPU kernel got q on ", device_name(q),
              " and p on ", device_name(p));
-  return spd_solve_with(q, p, mixed_min_dim, CholeskyBackend{&factor_cpu, &solve_cpu, &flushed_cpu, /*takes_float32=*/true});
+  return spd_solve_with(q, p, mixed_min_dim, CholeskyBackend{&factor_cpu, &solve_cpu, &flushed_cpu, &narrowed_cpu});
 }
 
 }  // namespace

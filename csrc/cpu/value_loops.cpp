@@ -1,39 +1,17 @@
 #include "value_loops.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
-// One clone per instruction set on x86-64 with GCC or Clang; elsewhere the plain build.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LORM_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define LORM_CLONES
-#endif
-
-// The helpers below pass 32-byte vectors by value; they are inlined into each clone,
-// so no call ever crosses the differing ABIs this warning is about.
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "vectors.h"
 
 namespace lorm {
 namespace {
 
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-
-// Element k of the result is element mask[k] of the 16 values a0..a7, b0..b7.
-#if defined(__clang__)
-#define LORM_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define LORM_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, i32x8{__VA_ARGS__})
-#endif
-
-inline f32x8 load8(const float* p) {
-  f32x8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+using namespace vec;
 
 inline f32x8 broadcast(float x) { return f32x8{x, x, x, x, x, x, x, x}; }
 
@@ -132,6 +110,36 @@ LORM_CLONES bool symmetric_rows_float32(const float* t, int64_t d, int64_t row0,
 
 LORM_CLONES void add_float32_into_float64(double* __restrict out, const float* __restrict in, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[j] += static_cast<double>(in[j]);
+}
+
+LORM_CLONES NarrowedRow narrow_float64(const double* __restrict in, float* __restrict out, int64_t n) {
+  const f64x4 tiny = {DBL_MIN, DBL_MIN, DBL_MIN, DBL_MIN}, zero = {};
+  f64x4 sum[2] = {};
+  i64x4 subnormal = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int w = 0; w < 2; ++w) {
+      const f64x4 v = load4(in + i + 4 * w);
+      const f64x4 a = (f64x4)((i64x4)v & 0x7fffffffffffffffLL);
+      sum[w] += a;
+      subnormal |= (a < tiny) & (a != zero);
+      const f32x4 narrow = __builtin_convertvector(v, f32x4);
+      std::memcpy(out + i + 4 * w, &narrow, sizeof narrow);
+    }
+  }
+  double total = 0.0;
+  bool found = false;
+  for (int k = 0; k < 4; ++k) {
+    total += sum[0][k] + sum[1][k];
+    found = found || subnormal[k] != 0;
+  }
+  for (; i < n; ++i) {
+    const double a = std::abs(in[i]);
+    total += a;
+    found = found || (a < DBL_MIN && a != 0.0);
+    out[i] = static_cast<float>(in[i]);
+  }
+  return NarrowedRow{total, found};
 }
 
 }  // namespace lorm

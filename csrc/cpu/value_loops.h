@@ -1,4 +1,4 @@
-// The float32 inner loops of inspect_terms and add_terms on CPU, written with explicit
+// The inner loops of inspect_terms, add_terms and spd_solve's float32 copy on CPU, written with explicit
 // 8-wide vectors so they run at memory speed (the compiler left the scalar versions
 // unvectorised). Each is compiled twice, for AVX2 and for baseline x86-64, and the
 // loader picks the clone the CPU supports (GCC/Clang target_clones), so one wheel
@@ -25,5 +25,13 @@ bool symmetric_rows_float32(const float* t, int64_t d, int64_t row0, int64_t row
 
 // out[j] += double(in[j]) for j in [0, n).
 void add_float32_into_float64(double* out, const float* in, int64_t n);
+
+// out[j] = float(in[j]) for j in [0, n) (a subnormal double rounds to 0), the sum of
+// |in[j]| in float64, and whether any in[j] is subnormal.
+struct NarrowedRow {
+  double abs_sum;
+  bool subnormal;
+};
+NarrowedRow narrow_float64(const double* in, float* out, int64_t n);
 
 }  // namespace lorm

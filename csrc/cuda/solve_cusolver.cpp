@@ -83,7 +83,7 @@ Tensor spd_solve_cuda(const Tensor& q, const Tensor& p, int64_t mixed_min_dim) {
   LORM_CHECK(p.is_cuda(), "spd_solve: CUDA kernel got p on ", device_name(p));
   const DeviceGuard guard(p.get_device_index());
   return spd_solve_with(q, p, mixed_min_dim,
-                        CholeskyBackend{&factor_cuda, &solve_cuda, &flushed_any_device, /*takes_float32=*/false});
+                        CholeskyBackend{&factor_cuda, &solve_cuda, &flushed_any_device, /*narrowed=*/nullptr});
 }
 
 }  // namespace
