@@ -151,7 +151,8 @@ def add_terms(sums: list[torch.Tensor], ts: list[torch.Tensor], kinds: list[int]
             term, in order (drawn by the caller, secret to it).
         check: validate the arguments in Python first (clear ``LormInputError``s).
             ``False`` leaves it to the compiled kernel's own checks (``RuntimeError``),
-            for a caller that built the lists itself and calls once per update.
+            for a caller that built the lists itself (Python lists of tensors, ints and
+            floats, passed on as they are) and calls once per update.
 
     Returns:
         ``(n, 5)`` float64 on the CPU: the :func:`inspect_terms` row of each term and its
@@ -163,8 +164,10 @@ def add_terms(sums: list[torch.Tensor], ts: list[torch.Tensor], kinds: list[int]
     if check or backend() == "reference":
         _checks.check_add_terms(sums, ts, kinds, limits, probes)
     impl = reference.add_terms if warn_if_reference() else torch.ops.lorm_ext.add_terms
-    return impl(list(sums), list(ts), [int(k) for k in kinds], [float(x) for x in limits],
-                float(negative_rtol), list(probes))
+    if check:  # normalise what a user may pass (tuples, numpy numbers); trusted lists go as they are
+        sums, ts, probes = list(sums), list(ts), list(probes)
+        kinds, limits = [int(k) for k in kinds], [float(x) for x in limits]
+    return impl(sums, ts, kinds, limits, float(negative_rtol), probes)
 
 
 def inspect_terms(ts: list[torch.Tensor], symmetric: list[bool] | None = None

@@ -53,6 +53,20 @@ def _all_solve_stats(update: ClientUpdate) -> bool:
             and (update.head is None or type(update.head) is SolveStats))
 
 
+@dataclass
+class _AddPlan:
+    """What adding an update of one layout takes, kept while updates keep it: the
+    terms' keys in order, their add_terms kinds, the running sums and probe matrices
+    in that order, and per key an upper bound of max |sum| so far."""
+
+    layout: tuple
+    keys: list[str]
+    kinds: list[int]
+    sums: list[torch.Tensor]
+    probes: list[torch.Tensor]
+    bounds: list[float]
+
+
 class UpdateRejected(ValueError):
     """A client update does not fit this aggregator; nothing was added."""
 
@@ -108,10 +122,9 @@ class Aggregator:
         self.task, self.round, self.factor, self.dtype = task, round, factor, dtype
         self._expected = None if layers is None else list(layers)
         self._sums: dict[str, torch.Tensor] = {}
-        self._bounds: dict[str, float] = {}  # upper bounds of max |sum| per key
+        self._bounds: dict[str, float] = {}  # max |sum| bounds per key while there is no plan
         self._probe_cache: dict[tuple, torch.Tensor] = {}
-        self._accepted_layout: tuple | None = None  # of the last update added
-        self._accepted_kinds: list[int] = []         # and its terms' kinds
+        self._plan: _AddPlan | None = None  # how the last accepted update was added
         self.num_clients = 0
         self.num_samples = 0
 
@@ -123,17 +136,15 @@ class Aggregator:
         it is malformed, non-finite, not symmetric or not PSD where a Gram must be, or
         would make a running sum overflow."""
         terms, layout = self._validated_terms(update)
-        keys = list(terms)
         fresh = not self._sums  # the first update adds into zeros, kept only if accepted
         sums = ({key: torch.zeros(t.shape, dtype=F64, device=t.device) for key, t in terms.items()}
                 if fresh else self._sums)
-        kinds = (self._accepted_kinds if layout == self._accepted_layout
-                 else [_kind(key, terms[key]) for key in keys])
+        plan = (self._plan if self._plan is not None and self._plan.layout == layout
+                else self._make_plan(layout, terms, sums))
         try:
             rows = lorm_ext.add_terms(
-                [sums[key] for key in keys], list(terms.values()), kinds,
-                [FINITE_LIMIT - self._bounds.get(key, 0.0) for key in keys], NEGATIVE_RTOL,
-                [self._probes(terms[key]) for key, kind in zip(keys, kinds) if kind == SQUARE_GRAM],
+                plan.sums, list(terms.values()), plan.kinds,
+                [FINITE_LIMIT - bound for bound in plan.bounds], NEGATIVE_RTOL, plan.probes,
                 check=False)  # types and shapes were checked above; the kernel checks again
         except lorm_ext.LormInputError as exc:
             self._reject(str(exc))
@@ -142,18 +153,26 @@ class Aggregator:
                 raise
             self._reject(str(exc))
         found = rows.tolist()
-        for key, row in zip(keys, found):
+        for key, row in zip(plan.keys, found):
             if row[4] != ACCEPTED:
                 self._reject(_VERDICTS[int(row[4])].format(key=key, magnitude=row[0]))
         if fresh:
             self._sums = sums
-        for key, row in zip(keys, found):
-            self._bounds[key] = self._bounds.get(key, 0.0) + row[0]
+        plan.bounds = [bound + row[0] for bound, row in zip(plan.bounds, found)]
         if self._expected is None:
             self._expected = list(update.layers)
-        self._accepted_layout, self._accepted_kinds = layout, kinds
+        self._plan = plan
         self.num_clients += 1
         self.num_samples += update.num_samples
+
+    def _make_plan(self, layout: tuple, terms: dict[str, torch.Tensor],
+                   sums: dict[str, torch.Tensor]) -> "_AddPlan":
+        keys = list(terms)
+        kinds = [_kind(key, terms[key]) for key in keys]
+        bounds = dict(zip(self._plan.keys, self._plan.bounds)) if self._plan else self._bounds
+        return _AddPlan(layout, keys, kinds, [sums[key] for key in keys],
+                        [self._probes(terms[key]) for key, kind in zip(keys, kinds) if kind == SQUARE_GRAM],
+                        [bounds.get(key, 0.0) for key in keys])
 
     def _terms(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
         """What ``update`` adds, by key, detached. Tensors stay in their wire dtype:
@@ -185,11 +204,11 @@ class Aggregator:
         samples = update.num_samples
         if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
             self._reject(f"num_samples must be a positive int, got {samples!r}")
-        if self._accepted_layout is not None and _all_solve_stats(update):
+        if self._plan is not None and _all_solve_stats(update):
             try:  # the common case: laid out exactly as the last update that passed
                 tensors = update.tensors()
                 layout = _layout(tensors)
-                if layout == self._accepted_layout:
+                if layout == self._plan.layout:
                     return self._detached_terms(tensors, samples), layout
             except (AttributeError, TypeError):
                 pass  # malformed: the checks below say how
@@ -271,7 +290,7 @@ class Aggregator:
                      num_samples: int) -> None:
         """Installs sums combined elsewhere (e.g. all-reduced over ranks)."""
         self._sums, self._expected = dict(sums), list(layers)
-        self._accepted_layout = None
+        self._plan = None
         keys = list(self._sums)  # the same one-read magnitudes that add() keeps up to date
         found = lorm_ext.inspect_terms([self._sums[key] for key in keys])
         self._bounds = {key: row[0] for key, row in zip(keys, found)}
