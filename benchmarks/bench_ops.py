@@ -71,8 +71,8 @@ def gram_rows(d: int, dtype: torch.dtype, device: str, gen: torch.Generator):
     ]
 
 
-def lowrank_rows(d: int, r: int, device: str, gen: torch.Generator):
-    x = torch.randn(*ROWS, d, generator=gen).bfloat16().to(device)
+def lowrank_rows(d: int, r: int, device: str, gen: torch.Generator, dtype=torch.bfloat16):
+    x = torch.randn(*ROWS, d, generator=gen).to(dtype).to(device)
     a = (torch.randn(r, d, generator=gen) / d**0.5).to(device)
 
     def ours():
@@ -87,7 +87,7 @@ def lowrank_rows(d: int, r: int, device: str, gen: torch.Generator):
         reference.lowrank_gram_update(torch.zeros(r, r, dtype=torch.float64, device=device), x, a,
                                       torch.zeros(d, dtype=torch.float64, device=device))
 
-    return [(f"B-step stat r={r}", f"x {ROWS + (d,)} bf16", ours, naive, ref)]
+    return [(f"B-step stat r={r}", f"x {ROWS + (d,)} {str(dtype).replace('torch.', '')}", ours, naive, ref)]
 
 
 def solve_rows(device: str, gen: torch.Generator):
@@ -122,6 +122,7 @@ def run(device: str, repeats: int, quick: bool) -> list[dict]:
             rows += gram_rows(d, dtype, device, gen)
         for r in ([8] if quick else [1, 8, 32]):
             rows += lowrank_rows(d, r, device, gen)
+        rows += lowrank_rows(d, 8, device, gen, torch.float32)  # what a float32 forward hands a hook
     rows += solve_rows(device, gen)[: 2 if quick else None]
     results = []
     for name, shape, ours, naive, ref in rows:
