@@ -229,3 +229,23 @@ def test_mixed_precision_solve_agrees_with_float64():
     mixed, exact = agg.result().layers["l"], agg.result(mixed_precision=False).layers["l"]
     assert not torch.equal(mixed, exact)  # the two paths really differ ...
     assert torch.allclose(mixed, exact, rtol=1e-12, atol=0)  # ... by round-off only
+
+
+@pytest.mark.parametrize("wire", [torch.float32, torch.bfloat16])
+def test_wire_dtype_kept_on_arrival_sums_the_same_bits(wire):
+    """A server may keep the tensors in the dtype they travelled in (from_bytes with
+    dtype=None): adding them converts exactly, so the sums and the merge are bit for bit
+    those of the float64 copies."""
+    pb = make_problem(d=6, o=3, r=2, rows=[5, 9, 12], alpha=0.5, seed=3)
+    kept, widened = (Aggregator(task=0, round=1, factor="A", dtype=F64) for _ in range(2))
+    for i in range(len(pb.As)):
+        data = a_step_update(pb, i).to_bytes(wire)
+        arrived = ClientUpdate.from_bytes(data, dtype=None)
+        assert all(t.dtype == wire for t in arrived.tensors().values())
+        kept.add(arrived)
+        widened.add(ClientUpdate.from_bytes(data))
+    assert kept._sums.keys() == widened._sums.keys()
+    assert all(torch.equal(kept._sums[k], widened._sums[k]) for k in kept._sums)
+    a, b = kept.result(), widened.result()
+    assert all(torch.equal(a.layers[n], b.layers[n]) for n in a.layers)
+    assert torch.equal(a.head_weight, b.head_weight) and torch.equal(a.head_bias, b.head_bias)

@@ -186,10 +186,11 @@ class Run:
 
     def transmit(self, update: ClientUpdate) -> tuple[ClientUpdate, int]:
         """The update as the server receives it, through its wire bytes (``wire_dtype``,
-        ``wire_gram_dtype``), and how many bytes that was."""
+        ``wire_gram_dtype``), and how many bytes that was. Its tensors stay in the wire
+        dtype: the aggregator adds them into float64 sums exactly as they are."""
         data = update.to_bytes(getattr(torch, self.config.wire_dtype),
                                getattr(torch, self.config.wire_gram_dtype))
-        return ClientUpdate.from_bytes(data), len(data)
+        return ClientUpdate.from_bytes(data, dtype=None), len(data)
 
     # -- rounds and tasks ---------------------------------------------------------------
     def run_round(self, task: int, rnd: int) -> None:
