@@ -9,6 +9,8 @@ head), float32 terms into float64 running sums, timed side by side in one run:
 - add_terms: ``lorm_ext.add_terms`` alone -- every value check and the add, one call.
 - Aggregator.add: all of the server's work per update (structure checks too).
 - receive: the copy of an update that deserialising it would cost (for scale).
+- from_bytes: what the fcil server really does on arrival: the wire message (float32,
+  packed q) checked (SHA-256), parsed and unpacked, tensors kept in the wire dtype.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 import lorm_ext
 from bench_merge import client_pool, receive
-from lorm import Aggregator
+from lorm import Aggregator, ClientUpdate
 from lorm.aggregate import FINITE_LIMIT, NEGATIVE_RTOL, SQUARE_GRAM, _kind
 
 
@@ -58,12 +60,15 @@ def main() -> None:
     kinds = [_kind(k, terms[k]) for k in keys]
     probes = [agg._probes(terms[k]) for k, kind in zip(keys, kinds) if kind == SQUARE_GRAM]
     limits = [FINITE_LIMIT / 2] * len(keys)
+    message = update.to_bytes(torch.float32)
     rows = per_call_ms({
         "plain _foreach_add_": lambda: torch._foreach_add_(sums, ts),
         "add_terms (checks + add)":
             lambda: lorm_ext.add_terms(sums, ts, kinds, limits, NEGATIVE_RTOL, probes, check=False),
         "Aggregator.add (all the server does)": lambda: agg.add(arrived),
         "receive (copy of the update)": lambda: receive(update),
+        "from_bytes (the wire message, as the fcil server receives it)":
+            lambda: ClientUpdate.from_bytes(message, dtype=None),
     }, args.repeats)
     mb = sum(t.numel() * t.element_size() for t in ts) / 2**20
     plain = rows["plain _foreach_add_"]
