@@ -214,11 +214,18 @@ class Aggregator:
                 pass  # malformed: the checks below say how
         self._check_layout(update)
         tensors = update.tensors()
-        return self._detached_terms(tensors, samples), _layout(tensors)
+        terms = self._detached_terms(tensors, samples)
+        for key, value in terms.items():
+            if self._sums and key not in self._sums:
+                self._reject(f"{key} is not among the running sums")
+            if key in self._sums and self._sums[key].shape != value.shape:
+                self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
+                             f"{tuple(self._sums[key].shape)}")
+        return terms, _layout(tensors)
 
     def _check_layout(self, update: ClientUpdate) -> None:
-        """Layer names, types, dtypes and shapes of ``update`` against each other and
-        against the sums so far."""
+        """Layer names, types, dtypes and shapes of ``update``'s statistics against each
+        other and against the layers so far."""
         if self._expected is not None and set(update.layers) != set(self._expected):
             missing = sorted(set(self._expected) - set(update.layers))
             extra = sorted(set(update.layers) - set(self._expected))
@@ -235,12 +242,6 @@ class Aggregator:
             self._reject("head statistics and head bias must come together")
         if update.head_bias is not None:
             self._check_tensor("head/bias", update.head_bias, (update.head.p.shape[0],))
-        for key, value in self._terms(update).items():
-            if self._sums and key not in self._sums:
-                self._reject(f"{key} is not among the running sums")
-            if key in self._sums and self._sums[key].shape != value.shape:
-                self._reject(f"{key} has shape {tuple(value.shape)}, the sum so far has "
-                             f"{tuple(self._sums[key].shape)}")
 
     def _probes(self, q: torch.Tensor) -> torch.Tensor:
         """This aggregator's random directions for (d, d) Grams: drawn once per d from OS

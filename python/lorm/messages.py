@@ -211,19 +211,19 @@ def _unpack(name: str, t: torch.Tensor) -> tuple[str, torch.Tensor]:
     return name[: -len(PACKED_SUFFIX)] + "/q", full.view(d, d)
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_triangle_positions(d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, cols = torch.triu_indices(d, d)
-    return rows * d + cols, cols * d + rows
-
-
 def _triangle_positions(d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions in a ``(d, d)`` matrix of the packed upper triangle's entries
     (row-major, as ``torch.triu_indices``) and of their mirror images. Kept for
     d <= 1024 (head and ViT-B widths, under 9 MB); larger ones are computed per call."""
-    if d <= 1024:
-        return _cached_triangle_positions(d)
-    return _cached_triangle_positions.__wrapped__(d)
+    return _cached_triangle_positions(d) if d <= 1024 else _new_triangle_positions(d)
+
+
+def _new_triangle_positions(d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, cols = torch.triu_indices(d, d)
+    return rows * d + cols, cols * d + rows
+
+
+_cached_triangle_positions = functools.lru_cache(maxsize=8)(_new_triangle_positions)
 
 
 def _is_int(v) -> bool:
