@@ -28,7 +28,7 @@ SETTINGS = ["num_tasks=2", "num_clients=3", "rounds=2", "local_epochs=2", "batch
 
 
 def env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1",
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
             "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT)])}
 
 
@@ -62,7 +62,7 @@ def test_sharded_run_equals_single_process(single, tmp_path, nproc, participatio
         single = tmp_path / "single"
         assert lorm_run(single, 1, extra).returncode == 0
     result = lorm_run(tmp_path / "sharded", nproc, extra)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-12000:]
     tmp_path = tmp_path / "sharded"
     ours = json.loads((tmp_path / "summary.json").read_text())
     reference = json.loads((single / "summary.json").read_text())
@@ -116,8 +116,34 @@ def test_dead_rank_stops_the_others_and_resume_finishes(tmp_path):
     assert progress["task"] == 1 and progress["round"] == 0
 
     resumed = lorm_run(tmp_path, 2, resume=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-12000:]
     uninterrupted = tmp_path.parent / (tmp_path.name + "-whole")
     assert lorm_run(uninterrupted, 2).returncode == 0
     assert json.loads((tmp_path / "summary.json").read_text())["accuracy_matrix"] == \
         json.loads((uninterrupted / "summary.json").read_text())["accuracy_matrix"]
+
+
+GLOO_THREADS_AFTER_SHUTDOWN = textwrap.dedent("""
+    import os, sys, torch
+    from lorm.distributed import all_reduce_numbers, init_from_env, shutdown
+    ctx = init_from_env(60.0, use_cuda=False)
+    import torchvision  # noqa: F401  (a run imports it after joining the group)
+    all_reduce_numbers([1.0], ctx, "check", torch.device("cpu"))
+    shutdown()
+    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    sys.exit(3 if any("gloo" in name for name in names) else 0)
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+def test_shutdown_stops_the_gloo_threads(tmp_path):
+    """A group still referenced after destroy_process_group keeps gloo's threads alive
+    into interpreter shutdown, where they can abort the process (SIGABRT, 'terminate
+    called without an active exception'). torchvision's import chain used to capture the
+    group in torch.distributed.nn's default arguments."""
+    script = tmp_path / "threads.py"
+    script.write_text(GLOO_THREADS_AFTER_SHUTDOWN)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(script)],
+                            capture_output=True, text=True, timeout=300, env=env())
+    assert result.returncode == 0, result.stderr[-12000:]

@@ -10,6 +10,7 @@ the same deterministic solve, so all ranks hold identical weights without a broa
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 from dataclasses import dataclass
@@ -50,7 +51,14 @@ def init_from_env(timeout_s: float, use_cuda: bool) -> DistContext:
     """Joins the process group torchrun describes in the environment (or none)."""
     if not launched_by_torchrun():
         return DistContext(timeout_s=timeout_s)
+    if not faulthandler.is_enabled():  # a rank killed by a signal says where it was
+        faulthandler.enable()
     if not dist.is_initialized():
+        # torch.distributed.nn.functional captures the live WORLD group in its defaults if
+        # it is first imported after init (torchvision pulls it in through torch._dynamo);
+        # that reference outlives destroy_process_group, so gloo's threads would run on
+        # into interpreter shutdown and may abort the process. Imported now, it holds None.
+        import torch.distributed.nn  # noqa: F401
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo",
