@@ -26,4 +26,6 @@ STABLE_TORCH_LIBRARY(lorm_ext, m) {
   // and a verdict code per term (0 accepted; see checked_add.h).
   m.def("add_terms(Tensor(a!)[] sums, Tensor[] ts, int[] kinds, float[] limits, float negative_rtol, "
         "Tensor[] probes) -> Tensor");
+  // Which build of the CPU vector loops runs: "avx2", "baseline" or "generic".
+  m.def("cpu_isa() -> str");
 }

@@ -10,12 +10,13 @@ Ops (also reachable as ``torch.ops.lorm_ext.*``):
 - :func:`add_terms` -- the server's checked add: inspect every term of an update, then
   add them all into the running sums, or none.
 
-:func:`backend` says which implementation runs; :mod:`lorm_ext.reference` holds the
+:func:`backend` says which implementation runs (:func:`cpu_isa`: which build of the
+CPU vector loops); :mod:`lorm_ext.reference` holds the
 pure-torch oracle of every op.
 """
 
 from . import reference
-from ._loader import backend, load_message
+from ._loader import backend, cpu_isa, load_message
 from .errors import LormInputError
 from .ops import add_terms, gram_update, inspect_terms, lowrank_gram_update, spd_solve
 
@@ -23,6 +24,7 @@ __all__ = [
     "LormInputError",
     "add_terms",
     "backend",
+    "cpu_isa",
     "gram_update",
     "inspect_terms",
     "load_message",

@@ -100,6 +100,16 @@ def backend() -> str:
     return _state["backend"]
 
 
+def cpu_isa() -> str:
+    """Which build of the CPU kernels' vector loops runs: ``"avx2"``, ``"baseline"``
+    (x86-64 without AVX2, or ``LORM_CPU_BASELINE=1`` set before the first op call),
+    ``"generic"`` (not x86-64: one build) or ``"reference"`` (the extension is not
+    built). Both x86-64 builds give bitwise the same results."""
+    if backend() == "reference":
+        return "reference"
+    return torch.ops.lorm_ext.cpu_isa()
+
+
 def load_message() -> str | None:
     """Why the reference backend is in use, or None when the extension loaded."""
     backend()

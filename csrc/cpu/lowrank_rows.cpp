@@ -15,15 +15,16 @@ constexpr int kRanks = 8;  // ranks per pass over a row: one accumulator registe
 // z[k] = a[k] . x for the (at most kRanks) rows a[k] = a + k * d, in float64; on the
 // first pass (diag not null) also diag += x * x. x is one row in float32.
 template <int ranks>
-__attribute__((always_inline)) inline void project_row(const float* x, int64_t d, const double* a, double* z, double* diag) {
-  f64x4 acc[ranks] = {};
+LORM_INLINE void project_row(const float* x, int64_t d, const double* a, double* z, double* diag) {
+  using F64 = Vec<double, 4>;
+  F64 acc[ranks] = {};
   int64_t j = 0;
   for (; j + 4 <= d; j += 4) {
-    const f64x4 v = __builtin_convertvector(load4(x + j), f64x4);
-    if (diag != nullptr) store4(diag + j, load4(diag + j) + v * v);
-    for (int k = 0; k < ranks; ++k) acc[k] += v * load4(a + k * d + j);
+    const F64 v = __builtin_convertvector(load<Vec<float, 4>>(x + j), F64);
+    if (diag != nullptr) store(diag + j, load<F64>(diag + j) + v * v);
+    for (int k = 0; k < ranks; ++k) acc[k] += v * load<F64>(a + k * d + j);
   }
-  for (int k = 0; k < ranks; ++k) z[k] = sum_lanes(acc[k]);
+  for (int k = 0; k < ranks; ++k) z[k] = (acc[k][0] + acc[k][1]) + (acc[k][2] + acc[k][3]);
   for (; j < d; ++j) {
     const double v = x[j];
     if (diag != nullptr) diag[j] += v * v;
@@ -31,8 +32,8 @@ __attribute__((always_inline)) inline void project_row(const float* x, int64_t d
   }
 }
 
-// Inlined into each clone of lowrank_rows_float32, so every copy is built for its ISA.
-__attribute__((always_inline)) inline void project_row_any(const float* x, int64_t d, const double* a, int64_t ranks, double* z, double* diag) {
+// Inlined into each copy of lowrank_rows_float32, so every copy is built for its ISA.
+LORM_INLINE void project_row_any(const float* x, int64_t d, const double* a, int64_t ranks, double* z, double* diag) {
   switch (ranks) {  // a compile-time count keeps the accumulators in registers
     case 8: return project_row<8>(x, d, a, z, diag);
     case 7: return project_row<7>(x, d, a, z, diag);
@@ -45,10 +46,8 @@ __attribute__((always_inline)) inline void project_row_any(const float* x, int64
   }
 }
 
-}  // namespace
-
-LORM_CLONES void lowrank_rows_float32(const float* x, int64_t row_stride, int64_t n, int64_t d,
-                                      const double* a, int64_t r, double* zz, double* diag) {
+LORM_INLINE void lowrank_rows_body(const float* x, int64_t row_stride, int64_t n, int64_t d,
+                                   const double* a, int64_t r, double* zz, double* diag) {
   std::vector<double> z(r);
   for (int64_t i = 0; i < n; ++i) {
     const float* row = x + i * row_stride;
@@ -60,5 +59,12 @@ LORM_CLONES void lowrank_rows_float32(const float* x, int64_t row_stride, int64_
       for (int64_t l = 0; l < r; ++l) zz[k * r + l] += z[k] * z[l];
   }
 }
+
+}  // namespace
+
+LORM_TWO_ISAS(void, lowrank_rows_float32,
+              (const float* x, int64_t row_stride, int64_t n, int64_t d, const double* a, int64_t r,
+               double* zz, double* diag),
+              (x, row_stride, n, d, a, r, zz, diag), lowrank_rows_body, lowrank_rows_body)
 
 }  // namespace lorm

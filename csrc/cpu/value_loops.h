@@ -1,8 +1,8 @@
 // The inner loops of inspect_terms, add_terms and spd_solve's float32 copy on CPU, written with explicit
 // 8-wide vectors so they run at memory speed (the compiler left the scalar versions
-// unvectorised). Each is compiled twice, for AVX2 and for baseline x86-64, and the
-// loader picks the clone the CPU supports (GCC/Clang target_clones), so one wheel
-// serves every x86-64 machine.
+// unvectorised). Each is compiled twice, for AVX2 and for baseline x86-64, and runs
+// the copy the CPU supports (vectors.h: LORM_TWO_ISAS; LORM_CPU_BASELINE=1 forces the
+// baseline one), so one wheel serves every x86-64 machine.
 #pragma once
 
 #include <cstdint>
