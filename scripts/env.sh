@@ -75,14 +75,28 @@ lorm_build() {
 
 # Fashion-MNIST (for `lorm pretrain` and its tests) from Debian's dataset-fashion-mnist,
 # where apt-get is usable; elsewhere those tests skip and say why.
+# Installs Debian packages when run as root with apt-get; never fails (what needs them skips).
+lorm_apt_install() {  # what-for package...
+  local what=$1; shift
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    lorm_log "installing $* (Debian packages, for $what)"
+    { timeout 600 apt-get install -y -qq "$@" \
+      || { timeout 300 apt-get update -qq && timeout 600 apt-get install -y -qq "$@"; }; } \
+      >/dev/null 2>&1 || lorm_log "could not install $*: the tests of $what will skip"
+  fi
+  return 0
+}
+
 lorm_fashion_mnist() {
   [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    lorm_log "installing dataset-fashion-mnist (Debian package)"
-    { apt-get install -y -qq dataset-fashion-mnist \
-      || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; } >/dev/null 2>&1 \
-      || lorm_log "could not install dataset-fashion-mnist: its tests will skip"
-  fi
+  lorm_apt_install "lorm pretrain" dataset-fashion-mnist
+}
+
+# A cross compiler and an emulator, for the test of the CPU loops' non-x86 build.
+lorm_aarch64_tools() {
+  command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 && command -v qemu-aarch64-static >/dev/null 2>&1 \
+    && return 0
+  [ "$(uname -m)" = x86_64 ] && lorm_apt_install "the aarch64 build" g++-aarch64-linux-gnu qemu-user-static
   return 0
 }
 

@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LORM_ROOT"
 lorm_fashion_mnist
+lorm_aarch64_tools
 if [ "${FORCE_CUDA:-}" = "1" ]; then
   export LORM_EXPECT_BACKEND=cuda  # the CUDA build must load, not fall back to the reference
 fi

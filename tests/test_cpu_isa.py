@@ -4,6 +4,7 @@ the baseline one) over the same inputs, covering every loop and its scalar edges
 (sizes that are not multiples of 8 or 16, NaN and Inf, ranks above 8)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -99,3 +100,24 @@ def test_baseline_build_passes_the_op_tests():
                             env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-6000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+AARCH64_TOOLS = ("aarch64-linux-gnu-g++", "qemu-aarch64-static")
+
+
+@pytest.mark.skipif(not all(shutil.which(tool) for tool in AARCH64_TOOLS),
+                    reason="needs aarch64-linux-gnu-g++ and qemu-aarch64-static "
+                           "(Debian: g++-aarch64-linux-gnu qemu-user-static)")
+def test_generic_build_of_the_loops_on_aarch64(tmp_path):
+    """Not x86-64: one (128-bit) build of the loops. Cross-compiled and run under qemu
+    against the scalar answers of csrc/tests/vector_loops_test.cpp."""
+    binary = tmp_path / "vector_loops_test"
+    sources = [ROOT / "csrc/cpu/value_loops.cpp", ROOT / "csrc/cpu/lowrank_rows.cpp",
+               ROOT / "csrc/tests/vector_loops_test.cpp"]
+    build = subprocess.run([AARCH64_TOOLS[0], "-std=c++17", "-O3", "-Wall", "-Werror", "-static",
+                            *map(str, sources), "-o", str(binary)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([AARCH64_TOOLS[1], str(binary)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("0 failed"), run.stdout[-4000:]
