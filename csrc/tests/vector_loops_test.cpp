@@ -10,12 +10,7 @@
 
 #include "../cpu/lowrank_rows.h"
 #include "../cpu/value_loops.h"
-
-#ifdef __x86_64__
-namespace lorm {
-bool cpu_uses_avx2();  // csrc/cpu/isa.cpp
-}
-#endif
+#include "../cpu/vectors.h"  // cpu_uses_avx2 (csrc/cpu/isa.cpp, x86-64 only)
 
 namespace {
 
@@ -126,7 +121,7 @@ int main() {
   symmetry();
   narrowing_and_adding();
   lowrank();
-#ifdef __x86_64__
+#ifdef LORM_X86_ISAS
   std::printf("build: %s\n", lorm::cpu_uses_avx2() ? "avx2" : "baseline");
 #else
   std::printf("build: generic\n");

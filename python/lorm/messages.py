@@ -194,8 +194,8 @@ def _pack(name: str, t: torch.Tensor) -> tuple[str, torch.Tensor]:
     ``.../q_triu``; a diagonal ``(d,)`` q keeps ``.../q``."""
     if not _is_symmetric_matrix(name, t):
         return name, t
-    rows, cols = torch.triu_indices(t.shape[0], t.shape[0], device=t.device)
-    return name[: -len("/q")] + PACKED_SUFFIX, t[rows, cols]
+    upper, _ = _triangle_positions(t.shape[0])
+    return name[: -len("/q")] + PACKED_SUFFIX, t.reshape(-1)[upper.to(t.device)]
 
 
 def _unpack(name: str, t: torch.Tensor) -> tuple[str, torch.Tensor]:
