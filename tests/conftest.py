@@ -22,3 +22,16 @@ def pytest_collection_modifyitems(config, items):
 def devices():
     """Devices every op test runs on: CPU always, CUDA when a GPU is present."""
     return ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+
+TORCH_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """A run sets torch's thread count from its config (num_threads), also inside
+    module-scoped fixtures; every test starts from the process's own count, since
+    results that are round-off apart depend on it."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
+    torch.set_num_threads(TORCH_THREADS)

@@ -74,15 +74,11 @@ def test_cpu_result_does_not_depend_on_thread_count(r):
     x = make_rows((5, 197), 100, torch.float32, "contiguous", seed=r, device="cpu")
     a = projection(r, 100, seed=r)
     results = []
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            acc, diag = torch.zeros(r, r, dtype=torch.float64), torch.zeros(100, dtype=torch.float64)
-            lorm_ext.lowrank_gram_update(acc, x, a, diag)
-            results.append((acc, diag))
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 2):  # conftest restores the thread count afterwards
+        torch.set_num_threads(n)
+        acc, diag = torch.zeros(r, r, dtype=torch.float64), torch.zeros(100, dtype=torch.float64)
+        lorm_ext.lowrank_gram_update(acc, x, a, diag)
+        results.append((acc, diag))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     z = x.reshape(-1, 100).double() @ a.double().T
     torch.testing.assert_close(results[0][0], z.T @ z, rtol=1e-12, atol=1e-9)
