@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -196,6 +197,9 @@ class Aggregator:
         layout of its tensors."""
         if not isinstance(update, ClientUpdate):
             self._reject(f"expected a ClientUpdate, got {type(update).__name__}")
+        if not isinstance(update.layers, Mapping):
+            self._reject(f"layers must map layer names to SolveStats, got "
+                         f"{type(update.layers).__name__}")
         where = (update.task, update.round, update.factor)
         if where != (self.task, self.round, self.factor):
             self._reject(f"it is for task {update.task}, round {update.round}, factor "

@@ -23,6 +23,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,8 @@ DIGEST_BYTES = 32
 ENVELOPE_BYTES = len(MAGIC) + DIGEST_BYTES
 META_KEYS = {"task", "round", "factor", "num_samples", "version"}
 WIRE_KEY = re.compile(r"^(layer/.+/(p|q|q_triu)|head/(p|q|q_triu|bias))$")
+# the dtypes a tensor may travel in (those the config's wire_dtype keys name)
+WIRE_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
 
 class MalformedUpdate(ValueError):
@@ -77,7 +80,14 @@ class ClientUpdate:
     head_bias: torch.Tensor | None = None
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Flat name -> tensor view of the payload (``q`` unpacked)."""
+        """Flat name -> tensor view of the payload (``q`` unpacked).
+
+        Raises:
+            TypeError: ``layers`` is not a mapping of layer name -> :class:`SolveStats`.
+        """
+        if not isinstance(self.layers, Mapping):
+            raise TypeError(f"ClientUpdate.layers must map layer names to SolveStats, got "
+                            f"{type(self.layers).__name__}")
         out = {}
         for name, stats in self.layers.items():
             if stats.p is not None:
@@ -106,19 +116,42 @@ class ClientUpdate:
                  gram_dtype: torch.dtype | None = None) -> bytes:
         """The wire message: envelope + safetensors body (see the module docstring).
         ``p`` and the bias travel in ``wire_dtype``, ``q`` in ``gram_dtype`` (default:
-        ``wire_dtype``); :meth:`from_bytes` reads any of them back."""
+        ``wire_dtype``); :meth:`from_bytes` reads any of them back.
+
+        Raises:
+            ValueError: see :meth:`wire_tensors`.
+        """
+        body = st_save(self.wire_tensors(wire_dtype, gram_dtype),
+                       metadata={"lorm": json.dumps(self.metadata())})
+        return MAGIC + hashlib.sha256(body).digest() + body
+
+    def metadata(self) -> dict:
+        """What travels beside the tensors: task, round, factor, sample count, wire version."""
+        return dict(task=self.task, round=self.round, factor=self.factor,
+                    num_samples=self.num_samples, version=WIRE_VERSION)
+
+    def wire_tensors(self, wire_dtype: torch.dtype = torch.float32,
+                     gram_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The tensors as they travel: wire keys (a ``(d, d)`` q as its packed upper
+        triangle ``.../q_triu``), in the wire dtypes, contiguous, no two sharing memory.
+
+        Raises:
+            ValueError: a dtype that is not one of :data:`WIRE_DTYPES`, or a finite value
+                too large for the dtype it travels in (it would arrive as Inf).
+        """
+        for dtype in (wire_dtype, gram_dtype):
+            if dtype is not None and dtype not in WIRE_DTYPES:
+                raise ValueError(f"wire dtype must be one of "
+                                 f"{', '.join(_dtype_name(d) for d in WIRE_DTYPES)}, got {dtype!r}")
         packed, seen = {}, set()
         for name, t in self.tensors().items():
             key, t = _pack(name, t)
-            t = t.detach().to(_wire_dtype(name, wire_dtype, gram_dtype)).contiguous()
+            t = _narrow(name, t.detach(), _wire_dtype(name, wire_dtype, gram_dtype)).contiguous()
             if t.data_ptr() in seen:  # safetensors refuses tensors that share memory
                 t = t.clone()
             seen.add(t.data_ptr())
             packed[key] = t
-        meta = dict(task=self.task, round=self.round, factor=self.factor,
-                    num_samples=self.num_samples, version=WIRE_VERSION)
-        body = st_save(packed, metadata={"lorm": json.dumps(meta)})
-        return MAGIC + hashlib.sha256(body).digest() + body
+        return packed
 
     @classmethod
     def from_bytes(cls, data: bytes, dtype: torch.dtype | None = torch.float64) -> "ClientUpdate":
@@ -139,22 +172,34 @@ class ClientUpdate:
         if hashlib.sha256(body).digest() != data[len(MAGIC):ENVELOPE_BYTES]:
             raise MalformedUpdate("checksum mismatch: the message was truncated or damaged")
         try:
-            return cls._parse(body, dtype)
+            return cls.from_wire(_read_metadata(body), st_load(body), dtype)
         except MalformedUpdate:
             raise
         except Exception as exc:  # safetensors, JSON and shape errors of a bad body
             raise MalformedUpdate(f"unreadable body ({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def _parse(cls, body: bytes, dtype: torch.dtype | None) -> "ClientUpdate":
-        meta = _read_metadata(body)
+    def from_wire(cls, meta: dict, tensors: dict[str, torch.Tensor],
+                  dtype: torch.dtype | None = torch.float64) -> "ClientUpdate":
+        """Inverse of :meth:`metadata` + :meth:`wire_tensors` (any transport that carries
+        the two, e.g. Flower records); tensors come back as :meth:`from_bytes` says.
+
+        Raises:
+            MalformedUpdate: bad metadata, unknown or missing tensors, a bad triangle.
+        """
+        check_metadata(meta)
         layers: dict[str, dict[str, torch.Tensor]] = {}
         update = cls(task=meta["task"], round=meta["round"], factor=meta["factor"],
                      num_samples=meta["num_samples"])
-        for wire_key, wire_tensor in sorted(st_load(body).items()):
-            if not WIRE_KEY.match(wire_key):
+        for wire_key, wire_tensor in sorted(tensors.items()):
+            if not isinstance(wire_key, str) or not WIRE_KEY.match(wire_key):
                 raise MalformedUpdate(f"unexpected tensor {wire_key!r}")
-            key, t = _unpack(wire_key, wire_tensor if dtype is None else wire_tensor.to(dtype))
+            if not isinstance(wire_tensor, torch.Tensor):
+                raise MalformedUpdate(f"{wire_key} is a {type(wire_tensor).__name__}, not a tensor")
+            try:
+                key, t = _unpack(wire_key, wire_tensor if dtype is None else wire_tensor.to(dtype))
+            except ValueError as exc:
+                raise MalformedUpdate(str(exc)) from None
             parts = key.split("/")
             if parts[0] == "layer":
                 layers.setdefault("/".join(parts[1:-1]), {})[parts[-1]] = t
@@ -180,6 +225,26 @@ def _is_symmetric_matrix(name: str, t: torch.Tensor) -> bool:
 
 def _wire_dtype(name: str, wire_dtype: torch.dtype, gram_dtype: torch.dtype | None) -> torch.dtype:
     return gram_dtype if gram_dtype is not None and name.endswith("/q") else wire_dtype
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _narrow(name: str, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in the wire ``dtype``; refuses finite values that the cast would turn into
+    Inf. (Non-finite values travel as they are: the server's checks refuse them.)"""
+    out = t.to(dtype)
+    if (not t.is_floating_point() or torch.finfo(dtype).max >= torch.finfo(t.dtype).max
+            or bool(torch.isfinite(out).all())):
+        return out
+    overflowed = torch.isfinite(t) & ~torch.isfinite(out)
+    if bool(overflowed.any()):
+        raise ValueError(f"{name}: the value {t[overflowed].abs().max().item():.4g} overflows "
+                         f"the wire dtype {_dtype_name(dtype)} (largest finite "
+                         f"{torch.finfo(dtype).max:.4g}); send it in a wider dtype "
+                         "(wire_dtype / wire_gram_dtype = float32 or float64)")
+    return out
 
 
 def _wire_numel(name: str, t: torch.Tensor) -> int:
@@ -240,6 +305,11 @@ def _read_metadata(body: bytes) -> dict:
         meta = json.loads(header["__metadata__"]["lorm"])
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedUpdate("not a lorm ClientUpdate: missing its 'lorm' metadata") from exc
+    return check_metadata(meta)
+
+
+def check_metadata(meta) -> dict:
+    """``meta`` if it is a valid :meth:`ClientUpdate.metadata`; else :class:`MalformedUpdate`."""
     if not isinstance(meta, dict) or set(meta) != META_KEYS:
         raise MalformedUpdate(f"metadata must have exactly the keys {sorted(META_KEYS)}")
     if meta["version"] != WIRE_VERSION:
