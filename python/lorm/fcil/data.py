@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from . import fashion_mnist
 from .config import Config
+from .subset import cap_labels
 
 IMAGEFOLDER_DATASETS = ("imagenet-r", "imagenet-a", "cub200", "cars196", "eurosat")
 
@@ -165,10 +166,12 @@ def dirichlet_partition(labels: np.ndarray, classes: list[int], num_clients: int
 
 def build_benchmark(config: Config) -> Benchmark:
     train, test, num_classes = load_datasets(config)
+    num_classes = min(num_classes, config.max_classes or num_classes)
     # CLINC150's tasks take the intents in label order (fed-mammoth _split_fcil_OOS)
     order_seed = None if config.dataset == "clinc150" else config.seed
     tasks = split_classes(num_classes, config.num_tasks, order_seed, config.last_task_classes)
-    train_labels, test_labels = _targets(train), _targets(test)
+    train_labels = cap_labels(_targets(train), num_classes, config.max_train_per_class)
+    test_labels = cap_labels(_targets(test), num_classes, config.max_test_per_class)
     rng = np.random.default_rng(config.seed + 1)
     clients = [dirichlet_partition(train_labels, classes, config.num_clients, config.beta,
                                    config.min_samples_per_client, rng) for classes in tasks]
