@@ -25,7 +25,7 @@ import lorm_ext
 from lorm import merge
 from lorm.lora import kaiming_uniform
 from lorm.messages import ClientUpdate, SolveStats
-from lorm.models import build_lora_model
+from lorm.backbones.timm_vit import build_lora_model
 from lorm.stats import StatsCollector
 
 

@@ -12,7 +12,7 @@ from lorm.fcil.loop import Run, running_mean
 from lorm.fcil.methods import RegMeanLoRA, make_method
 from lorm.fcil.metrics import forgetting, forgetting_fed_mammoth
 from lorm.lora import LoRALinear
-from lorm.models import build_lora_model
+from lorm.backbones.timm_vit import build_lora_model
 
 TWO_TASKS = ["num_tasks=2", "num_clients=3", "rounds=2", "local_epochs=1", "batch_size=32",
              "num_threads=1"]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lorm.lora import LoRALinear, inject_lora, kaiming_uniform, train_factor
-from lorm.models import build_backbone
+from lorm.backbones.timm_vit import build_backbone
 
 
 def tiny(seed=0):

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from lorm.cli import main
-from lorm.models import build_backbone, build_lora_model, load_pretrained
+from lorm.backbones.timm_vit import build_backbone, build_lora_model, load_pretrained
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

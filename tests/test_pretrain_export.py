@@ -19,7 +19,7 @@ from lorm.compare import compare, format_report, paired_difference
 from lorm.export import build_exported_model, evaluate, export
 from lorm.fcil import fashion_mnist, load_config, run
 from lorm.fcil.data import build_benchmark, digits
-from lorm.models import TINY_VIT, build_backbone, load_pretrained
+from lorm.backbones.timm_vit import TINY_VIT, build_backbone, load_pretrained
 
 HAS_FMNIST = all(p is not None for pair in [[fashion_mnist._find(fashion_mnist.DEBIAN_FOLDER, n)
                                             for n in names] for names in fashion_mnist.FILES.values()]

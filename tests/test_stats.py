@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lorm.lora import inject_lora, kaiming_uniform
-from lorm.models import build_backbone
+from lorm.backbones.timm_vit import build_backbone
 from lorm.stats import StatsCollector
 
 

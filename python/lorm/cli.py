@@ -22,12 +22,16 @@ def default_output() -> Path:
 
 
 def _table(rows: list[tuple[str, dict, float]]) -> str:
-    header = (f"{'method':<14} {'final avg acc':>13} {'avg inc acc':>11} {'forgetting':>10} "
+    from .fcil.metrics import just_learned_accuracy
+
+    header = (f"{'method':<14} {'final avg acc':>13} {'just learned':>12} {'avg inc acc':>11} "
+              f"{'forgetting':>10} "
               f"{'forg. (f-m)':>11} {'KB/client/round':>15} {'seconds':>8}")
     lines = [header, "-" * len(header)]
     for name, s, seconds in rows:
         fed_mammoth = s.get("forgetting_fed_mammoth", float("nan"))
-        lines.append(f"{name:<14} {100 * s['final_average_accuracy']:>12.2f}% "
+        learned = just_learned_accuracy(s["accuracy_matrix"])
+        lines.append(f"{name:<14} {100 * s['final_average_accuracy']:>12.2f}% {100 * learned:>11.2f}% "
                      f"{100 * s['average_incremental_accuracy']:>10.2f}% "
                      f"{100 * s['forgetting']:>9.2f}% {100 * fed_mammoth:>10.2f}% "
                      f"{s['bytes_per_client_per_round'] / 1024:>15.1f} {seconds:>8.1f}")
@@ -196,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
                      help="replace what --output DIR holds (only once the new run has started "
                      "cleanly); without it a non-empty DIR is refused")
     run.add_argument("--download", action="store_true",
-                     help="let torchvision download CIFAR-100 into data_root (needs internet); "
+                     help="download CIFAR-100 (torchvision) or CLINC150's data_full.json "
+                     "into data_root (needs internet); "
                      "without it nothing is ever downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .fcil import load_config, run
+from .fcil.metrics import just_learned_accuracy
 
-METRICS = ("final_average_accuracy", "average_incremental_accuracy", "forgetting",
-           "forgetting_fed_mammoth")
+METRICS = ("final_average_accuracy", "just_learned_accuracy", "average_incremental_accuracy",
+           "forgetting", "forgetting_fed_mammoth")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ def paired_difference(ours: list[float], theirs: list[float]) -> dict:
             "significant": not (mean - half <= 0.0 <= mean + half), "seeds": len(diffs)}
 
 
+def metric(summary: dict, name: str) -> float:
+    """A run summary's metric; summaries written before just-learned accuracy existed
+    get it from their accuracy matrix."""
+    if name == "just_learned_accuracy" and name not in summary:
+        return just_learned_accuracy(summary["accuracy_matrix"])
+    return summary[name]
+
+
 def run_cell(cell: Cell, config_path: str | None, overrides: list[str], output: Path,
              quiet: bool) -> dict:
     folder = cell.folder(output)
@@ -70,7 +79,7 @@ def summarize_cells(cells: dict[Cell, dict], methods: list[str], betas: list[flo
         rows = {}
         for method in methods:
             runs = [cells[Cell(beta, method, s)] for s in seeds]
-            row = {m: mean_std([r[m] for r in runs]) for m in METRICS}
+            row = {m: mean_std([metric(r, m) for r in runs]) for m in METRICS}
             row["kb_per_client_round"] = mean_std([r["bytes_per_client_per_round"] / 1024
                                                    for r in runs])
             row["seconds"] = mean_std([sum(r["seconds"].values()) for r in runs])
@@ -120,7 +129,8 @@ def format_report(report: dict) -> str:
     seeds = len(report["seeds"])
     for beta, block in report["by_beta"].items():
         lines.append(f"beta {beta}, {seeds} seed(s), mean +- std over seeds:")
-        header = (f"  {'method':<14} {'final avg acc':>15} {'avg inc acc':>15} {'forgetting':>15} "
+        header = (f"  {'method':<14} {'final avg acc':>15} {'just learned':>15} {'avg inc acc':>15} "
+                  f"{'forgetting':>15} "
                   f"{'forg. (f-m)':>15} {'KB/client/rnd':>13} {'seconds':>8}")
         lines += [header, "  " + "-" * (len(header) - 2)]
         for method, row in block["rows"].items():

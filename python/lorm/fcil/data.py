@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from . import fashion_mnist
 from .config import Config
+from .subset import cap_labels
 
 IMAGEFOLDER_DATASETS = ("imagenet-r", "imagenet-a", "cub200", "cars196", "eurosat")
 
@@ -107,6 +108,10 @@ def image_folder(name: str, root: str, img_size: int) -> tuple[Dataset, Dataset,
 
 
 def load_datasets(config: Config) -> tuple[Dataset, Dataset, int]:
+    if config.dataset == "clinc150":
+        from .datasets import clinc150
+        train, test, intents = clinc150.load(config)
+        return train, test, len(intents)
     if config.dataset == "digits":
         return digits(config.seed)
     if config.dataset == "fashion-mnist":  # data_root None: the Debian package's files
@@ -120,10 +125,12 @@ def load_datasets(config: Config) -> tuple[Dataset, Dataset, int]:
     return image_folder(config.dataset, config.data_root, img_size)
 
 
-def split_classes(num_classes: int, num_tasks: int, seed: int,
+def split_classes(num_classes: int, num_tasks: int, seed: int | None,
                   last_task_classes: int | None = None) -> list[list[int]]:
-    """A seeded class order cut into tasks of equal size (or a given last task size)."""
-    order = np.random.default_rng(seed).permutation(num_classes).tolist()
+    """A seeded class order (``seed`` None: label order) cut into tasks of equal size
+    (or a given last task size)."""
+    order = (list(range(num_classes)) if seed is None
+             else np.random.default_rng(seed).permutation(num_classes).tolist())
     if last_task_classes is not None:
         head = num_classes - last_task_classes
         if num_tasks < 2 or head % (num_tasks - 1):
@@ -159,8 +166,12 @@ def dirichlet_partition(labels: np.ndarray, classes: list[int], num_clients: int
 
 def build_benchmark(config: Config) -> Benchmark:
     train, test, num_classes = load_datasets(config)
-    tasks = split_classes(num_classes, config.num_tasks, config.seed, config.last_task_classes)
-    train_labels, test_labels = _targets(train), _targets(test)
+    num_classes = min(num_classes, config.max_classes or num_classes)
+    # CLINC150's tasks take the intents in label order (fed-mammoth _split_fcil_OOS)
+    order_seed = None if config.dataset == "clinc150" else config.seed
+    tasks = split_classes(num_classes, config.num_tasks, order_seed, config.last_task_classes)
+    train_labels = cap_labels(_targets(train), num_classes, config.max_train_per_class)
+    test_labels = cap_labels(_targets(test), num_classes, config.max_test_per_class)
     rng = np.random.default_rng(config.seed + 1)
     clients = [dirichlet_partition(train_labels, classes, config.num_clients, config.beta,
                                    config.min_samples_per_client, rng) for classes in tasks]

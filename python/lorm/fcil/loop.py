@@ -26,9 +26,10 @@ from .. import merge
 from ..aggregate import Aggregator, CrossTaskMerger
 from ..distributed import (all_reduce_aggregator, all_reduce_numbers, check_identical,
                            init_from_env, shard)
+from ..backbones import Backbone, make_backbone
+from ..backbones.base import build_lora
 from ..lora import LoRALinear, head_of, serving
 from ..messages import ClientUpdate, SolveStats
-from ..models import build_lora_model, check_input_fits
 from . import checkpoint
 from .client import collect_statistics, derived_seed, make_loader, train_locally
 from .config import Config, apply_overrides
@@ -52,9 +53,6 @@ class Progress:
     client_rounds: int = 0
     task_end_bytes: int = 0           # uploaded by the end-of-task Gram passes
     seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
-
-
-SMALL_IMAGE_DATASETS = ("digits", "fashion-mnist")  # 8x8 for the tiny ViT by default
 
 
 def running_mean(history: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
@@ -89,18 +87,18 @@ class Run:
         if self.ctx.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
-        self.bench: Benchmark = build_benchmark(config)
-        img_size = config.img_size or (8 if config.dataset in SMALL_IMAGE_DATASETS else None)
-        model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
-                                               config.rank, config.targets, config.seed,
-                                               img_size, config.pretrained, config.head_init)
-        for split, data in (("train", self.bench.train), ("test", self.bench.test)):
-            check_input_fits(model, data[0][0], f"dataset {config.dataset!r} ({split})")
+        self.backbone: Backbone = make_backbone(config.backbone)
+        self.method: Method = make_method(config)
+        bench = build_benchmark(config)
+        model, layers, head = build_lora(self.backbone, config, bench.num_classes)
+        bench.train, bench.test = self.backbone.prepare(bench.train), self.backbone.prepare(bench.test)
+        for split, data in (("train", bench.train), ("test", bench.test)):
+            self.backbone.check_input(model, data[0][0], f"dataset {config.dataset!r} ({split})")
+        self.bench: Benchmark = self.method.benchmark(bench)
         self.model, self.layers, self.head = model.to(self.device), layers, head
         self.client_model = copy.deepcopy(self.model)
         self.client_layers = {n: self.client_model.get_submodule(n) for n in layers}
         self.client_head = head_of(self.client_model)
-        self.method: Method = make_method(config)
         self.merger = CrossTaskMerger()
         self.history: dict[str, torch.Tensor] = {}  # sum of the earlier tasks' residuals
         self.progress = Progress()
@@ -170,7 +168,7 @@ class Run:
         lrs = {"A": cfg.lr_a, "B": cfg.lr_b, "head": cfg.lr_head}
         self.timed("train", train_locally, self.client_model, self.client_layers, self.client_head,
                    self.method.trains(rnd), loader, classes, cfg.local_epochs, lrs, self.device,
-                   cfg.amp, progress=not self.quiet)
+                   cfg.amp, self.backbone, progress=not self.quiet)
         mode = self.method.stats_mode(rnd)
         stats = None
         if mode is not None:
@@ -180,7 +178,8 @@ class Run:
             with self.statistics_model(task, current):
                 stats = self.timed("stats", collect_statistics, self.client_model,
                                    self.client_layers, self.client_head, mode, stats_loader,
-                                   cfg.stats_passes, self.device, cfg.amp)
+                                   cfg.stats_passes, self.device, cfg.amp, self.backbone,
+                                   cfg.stats_padding)
         return self.method.client_message(task, rnd, self.client_layers, self.client_head, stats,
                                           len(indices))
 
@@ -224,13 +223,14 @@ class Run:
         """The clients of round ``rnd``: drawn once per task (fed-mammoth) or every round."""
         cfg = self.config
         draw = 0 if cfg.client_sampling == "per-task" else rnd
-        return sample_clients(cfg.num_clients, cfg.participation, cfg.seed, task, draw)
+        return sample_clients(len(self.bench.client_indices[task]), cfg.participation, cfg.seed,
+                              task, draw)
 
     def task_end_clients(self, task: int) -> list[int]:
         """Who sends end-of-task Grams: the task's clients (per-task sampling) or all."""
         if self.config.client_sampling == "per-task":
             return self.sampled_clients(task, 0)
-        return list(range(self.config.num_clients))
+        return list(range(len(self.bench.client_indices[task])))
 
     def statistics_model(self, task: int, current: dict[str, torch.Tensor]):
         """A context in which the client layers serve what the statistics passes must see
@@ -258,7 +258,7 @@ class Run:
             with serving(self.client_layers, residuals), self.statistics_model(task, residuals):
                 stats = self.timed("stats", collect_statistics, self.client_model,
                                    self.client_layers, None, mode, loader, cfg.stats_passes,
-                                   self.device, cfg.amp)
+                                   self.device, cfg.amp, self.backbone, cfg.stats_padding)
             update, size = self.transmit(ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
                 name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
                 for name, g in stats.grams.items()}))
@@ -270,15 +270,27 @@ class Run:
                                                                self.device)[0])
         return {name: s.q for name, s in aggregator.sums().items()}
 
+    # How a task's residual joins the deployed model, by Method.cross_task.
+    def _gram_merge(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Clients send end-of-task Grams; the CrossTaskMerger solves the merge."""
+        grams = self.task_end_grams(task, residuals)
+        self.timed("merge", self.merger.add_task, residuals, grams)
+        return self.timed("merge", self.merger.merged,
+                          mixed_precision=self.config.solve_precision == "mixed")
+
+    def _mean(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The plain mean of the tasks' residuals; nothing is sent."""
+        return running_mean(self.history, residuals, task)
+
+    def _last(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The latest residual alone (a model trained on through the tasks)."""
+        return dict(residuals)
+
+    CROSS_TASK = {"gram-merge": _gram_merge, "mean": _mean, "last": _last}
+
     def end_task(self, task: int) -> None:
         residuals = self.method.task_residuals(self.layers)
-        if self.method.cross_task == "gram-merge":
-            grams = self.task_end_grams(task, residuals)
-            self.timed("merge", self.merger.add_task, residuals, grams)
-            deployed = self.timed("merge", self.merger.merged,
-                                  mixed_precision=self.config.solve_precision == "mixed")
-        else:  # the plain mean of the tasks' residuals; nothing is sent
-            deployed = running_mean(self.history, residuals, task)
+        deployed = self.CROSS_TASK[self.method.cross_task](self, task, residuals)
         for name, residual in residuals.items():
             self.history[name] = residual.clone() if task == 0 else self.history[name] + residual
         for name, delta in deployed.items():
@@ -299,7 +311,7 @@ class Run:
         model.eval()
         correct = total = 0
         for x, y in loader:
-            logits = model(x.to(self.device))[:, seen]
+            logits = model(self.backbone.to_device(x, self.device))[:, seen]
             correct += (seen[logits.argmax(1)] == y.to(self.device)).sum().item()
             total += len(y)
         correct, total = all_reduce_numbers([correct, total], self.ctx,
@@ -314,8 +326,9 @@ class Run:
     # -- the whole run --------------------------------------------------------------------
     def execute(self) -> dict:
         cfg, p = self.config, self.progress
-        for task in tqdm(range(p.task, cfg.num_tasks), desc="tasks", disable=self.quiet,
-                         initial=p.task, total=cfg.num_tasks):
+        num_tasks = len(self.bench.task_classes)
+        for task in tqdm(range(p.task, num_tasks), desc="tasks", disable=self.quiet,
+                         initial=p.task, total=num_tasks):
             if p.phase == "round":
                 if p.round == 0:
                     gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, 0xA]))
@@ -339,7 +352,8 @@ class Run:
             "accuracy_matrix": p.acc,
             **summarize(p.acc, self.test_sizes),
             "bytes_per_client_per_round": p.round_bytes / max(p.client_rounds, 1),
-            "task_end_bytes_per_client": p.task_end_bytes / max(self.config.num_clients * len(p.acc), 1),
+            "task_end_bytes_per_client": p.task_end_bytes / max(
+                len(self.bench.client_indices[0]) * len(p.acc), 1),
             "seconds": p.seconds,
         }
         if self.ctx.is_main:

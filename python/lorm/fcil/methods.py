@@ -7,6 +7,7 @@ what they send (a :class:`ClientUpdate` of ``(p, q)`` sums) and how the server's
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 
 import torch
@@ -21,14 +22,20 @@ from ..stats import StatsCollector
 
 class Method(ABC):
     """``cross_task``: how a task's residual joins the deployed model: ``"gram-merge"``
-    (clients send end-of-task Grams; :class:`~lorm.aggregate.CrossTaskMerger`) or
-    ``"mean"`` (the plain mean of the tasks' residuals; nothing is sent)."""
+    (clients send end-of-task Grams; :class:`~lorm.aggregate.CrossTaskMerger`),
+    ``"mean"`` (the plain mean of the tasks' residuals; nothing is sent) or ``"last"``
+    (the latest residual alone)."""
 
     name = ""
     cross_task = "gram-merge"
 
     def __init__(self, alpha_backbone: float, alpha_head: float):
         self.alpha_b, self.alpha_h = alpha_backbone, alpha_head
+
+    def benchmark(self, bench):
+        """The tasks and clients this method runs on (a reference row reshapes them);
+        federated methods take the benchmark as it is."""
+        return bench
 
     @abstractmethod
     def trains(self, rnd: int) -> str:
@@ -186,6 +193,51 @@ class RegMeanLoRA(Method):
         return {name: layer.delta.clone() for name, layer in layers.items()}
 
 
+def _one_client(per_client: list[list[int]]) -> list[list[int]]:
+    return [sorted(i for client in per_client for i in client)]
+
+
+class Finetune(FedAvgLoRA):
+    """Lower bound: one client holding every client's data, the tasks in sequence, one
+    LoRA trained on through them (no restart, no merge): what plain sequential training
+    forgets."""
+
+    name = "finetune"
+    cross_task = "last"
+
+    def __init__(self, alpha_backbone: float, alpha_head: float):
+        super().__init__(alpha_backbone, alpha_head, "last")
+
+    def benchmark(self, bench):
+        return dataclasses.replace(bench, client_indices=[_one_client(c) for c in
+                                                          bench.client_indices])
+
+    def start_task(self, layers, gen) -> None:
+        # Fresh factors only before any training (B = 0 everywhere, also after a resume
+        # from the first task's start); later tasks train on from where the last ended.
+        if not any(layer.B.detach().any() for layer in layers.values()):
+            return super().start_task(layers, gen)
+        for layer in layers.values():
+            layer.set_delta(None)
+
+
+class Joint(FedAvgLoRA):
+    """Upper bound: one client, one task holding every class and every sample, the same
+    LoRA, rounds and local epochs (so each sample is seen as often as in the federated
+    run)."""
+
+    name = "joint"
+
+    def __init__(self, alpha_backbone: float, alpha_head: float):
+        super().__init__(alpha_backbone, alpha_head, "last")
+
+    def benchmark(self, bench):
+        return dataclasses.replace(
+            bench, task_classes=[[c for task in bench.task_classes for c in task]],
+            client_indices=[_one_client([c for task in bench.client_indices for c in task])],
+            test_indices=[sorted(i for task in bench.test_indices for i in task)])
+
+
 def make_method(config) -> Method:
     """The method a :class:`~lorm.fcil.config.Config` names, with its knobs."""
     a, h = config.alpha_backbone, config.alpha_head
@@ -193,7 +245,9 @@ def make_method(config) -> Method:
               "lorm-a": lambda: LoRM(a, h, "A"),
               "lorm-b": lambda: LoRM(a, h, "B"),
               "fedavg-lora": lambda: FedAvgLoRA(a, h, config.fedavg_cross_task),
-              "regmean-lora": lambda: RegMeanLoRA(config.alpha_regmean_lora, h)}
+              "regmean-lora": lambda: RegMeanLoRA(config.alpha_regmean_lora, h),
+              "joint": lambda: Joint(a, h),
+              "finetune": lambda: Finetune(a, h)}
     if config.method not in makers:
         raise ValueError(f"unknown method {config.method!r}; one of {sorted(makers)}")
     return makers[config.method]()

@@ -31,8 +31,14 @@ def forgetting_fed_mammoth(acc: list[list[float]]) -> float:
     return sum(acc[j][j] - acc[last][j] for j in range(last + 1)) / (last + 1)
 
 
+def just_learned_accuracy(acc: list[list[float]]) -> float:
+    """Mean over t of ``acc[t][t]``, each task right after it is learned (plasticity)."""
+    return sum(row[t] for t, row in enumerate(acc)) / len(acc)
+
+
 def summarize(acc: list[list[float]], test_sizes: list[int]) -> dict[str, float]:
     return {"final_average_accuracy": final_average_accuracy(acc, test_sizes),
+            "just_learned_accuracy": just_learned_accuracy(acc),
             "average_incremental_accuracy": average_incremental_accuracy(acc, test_sizes),
             "forgetting": forgetting(acc),
             "forgetting_fed_mammoth": forgetting_fed_mammoth(acc)}

@@ -1,5 +1,5 @@
-"""Backbones: timm ViTs by name, the embedded tiny ViT, and pretrained weights read
-from a local file (never downloaded)."""
+"""timm ViTs by name, the embedded tiny ViT, and pretrained weights read from a local
+file (never downloaded); :class:`TimmViT` is their :class:`~lorm.backbones.base.Backbone`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .lora import LoRALinear, head_of, inject_lora
+from ..lora import DEFAULT_TARGETS, LoRALinear, head_of, inject_lora
+from .base import Backbone, init_head
 
 TINY_VIT = dict(patch_size=2, in_chans=1, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
                 weight_init="jax")
@@ -85,23 +86,9 @@ def resolve_pretrained(backbone: str, pretrained: str | None) -> Path | None:
         if backbone != "tiny-vit":
             raise ValueError(f"pretrained: shipped is the tiny ViT's; for backbone {backbone!r} "
                              "give a weights file (or none for a random backbone)")
-        from .pretrain import verify_shipped
+        from ..pretrain import verify_shipped
         return verify_shipped()
     return Path(pretrained)
-
-
-def init_head(head: nn.Linear, how: str, seed: int) -> None:
-    """``"trunc_normal"``: timm's default classifier init (weights ~ N(0, 0.02) truncated
-    at +-2, bias 0), seeded; ``"backbone"``: leave what the backbone's init made."""
-    if how == "backbone":
-        return
-    if how != "trunc_normal":
-        raise ValueError(f"head_init must be trunc_normal or backbone, got {how!r}")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        weight = torch.randn(head.weight.shape, generator=gen) * 0.02
-        head.weight.copy_(weight.clamp_(-2.0, 2.0))
-        head.bias.zero_()
 
 
 def build_lora_model(backbone: str, num_classes: int, rank: int, targets: list[str], seed: int,
@@ -132,3 +119,25 @@ def check_input_fits(model: nn.Module, image: torch.Tensor, source: str) -> None
     if tuple(image.shape[-2:]) != size:
         raise ValueError(f"{source} gives {image.shape[-2]}x{image.shape[-1]} images, but the "
                          f"backbone takes {size[0]}x{size[1]}: set img_size to match")
+
+
+SMALL_IMAGE_DATASETS = ("digits", "fashion-mnist")  # 8x8 for the tiny ViT by default
+
+
+class TimmViT(Backbone):
+    """timm VisionTransformers (and the shipped tiny ViT): images ``(B, C, H, W)`` in,
+    every patch token is data (no row mask)."""
+
+    default_targets = DEFAULT_TARGETS
+
+    def build(self, config, num_classes: int) -> nn.Module:
+        img_size = config.img_size or (8 if config.dataset in SMALL_IMAGE_DATASETS else None)
+        model = build_backbone(config.backbone, num_classes, config.seed, img_size)
+        weights = resolve_pretrained(config.backbone, config.pretrained)
+        if weights is not None:
+            load_pretrained(model, weights)
+        init_head(head_of(model), config.head_init, config.seed)
+        return model
+
+    def check_input(self, model: nn.Module, sample, source: str) -> None:
+        check_input_fits(model, sample, source)

