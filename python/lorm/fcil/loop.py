@@ -106,28 +106,38 @@ class Run:
 
     # -- state ------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
+        out = self.deployed_tensors()
+        out.update({f"merger/{k}": v for k, v in self.merger.state_dict().items()})
+        return out
+
+    def deployed_tensors(self) -> dict[str, torch.Tensor]:
+        """What a client needs of the server's state: the global head, every layer's
+        ``A``, ``B`` and ``delta``, and the earlier tasks' residuals (``history/``)."""
         out = {"head.weight": self.head.weight, "head.bias": self.head.bias}
         for name, layer in self.layers.items():
             out[f"{name}.A"], out[f"{name}.B"] = layer.A, layer.B
             if layer.delta is not None:
                 out[f"{name}.delta"] = layer.delta
-        out.update({f"merger/{k}": v for k, v in self.merger.state_dict().items()})
         out.update({f"history/{k}": v for k, v in self.history.items()})
         return out
 
-    def restore(self, tensors: dict[str, torch.Tensor], progress: dict) -> None:
-        self.progress = Progress(**progress)
+    def load_deployed(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Installs :meth:`deployed_tensors` (of this run's server) as the global model."""
         with torch.no_grad():
             self.head.weight.copy_(tensors["head.weight"])
             self.head.bias.copy_(tensors["head.bias"])
         for name, layer in self.layers.items():
             layer.set_factors(a=tensors[f"{name}.A"], b=tensors[f"{name}.B"])
             layer.set_delta(tensors.get(f"{name}.delta"))
+        self.history = {k[len("history/"):]: v.clone() for k, v in tensors.items()
+                        if k.startswith("history/")}
+
+    def restore(self, tensors: dict[str, torch.Tensor], progress: dict) -> None:
+        self.progress = Progress(**progress)
+        self.load_deployed(tensors)
         self.merger.load_state_dict({k[len("merger/"):]: v.to(self.device)
                                      for k, v in tensors.items() if k.startswith("merger/")},
                                     num_tasks=len(self.progress.acc))
-        self.history = {k[len("history/"):]: v.clone() for k, v in tensors.items()
-                        if k.startswith("history/")}
 
     def save(self) -> None:
         if not self.ctx.is_main:
@@ -195,7 +205,7 @@ class Run:
     def run_round(self, task: int, rnd: int) -> None:
         cfg = self.config
         clients = self.sampled_clients(task, rnd)
-        aggregator = Aggregator(task, rnd, self.method.message_factor(rnd))
+        aggregator = self.round_aggregator(task, rnd)
         sent = 0
         mine = [c for c in shard(clients, self.ctx) if self.bench.client_indices[task][c]]
         for client in tqdm(mine, desc=f"task {task} round {rnd}", leave=False,
@@ -207,6 +217,19 @@ class Run:
         self.timed("merge", all_reduce_aggregator, aggregator, self.ctx, phase, self.device)
         sent, senders = (int(v) for v in all_reduce_numbers([sent, len(mine)], self.ctx,
                                                             f"{phase}: byte count", self.device))
+        self.finish_round(task, rnd, aggregator, clients, sent, senders)
+
+    # -- the server's half of a round (lorm.flower drives these too) ----------------------
+    def round_aggregator(self, task: int, rnd: int) -> Aggregator:
+        """The empty aggregator of round ``rnd`` of ``task``."""
+        return Aggregator(task, rnd, self.method.message_factor(rnd))
+
+    def finish_round(self, task: int, rnd: int, aggregator: Aggregator, clients: list[int],
+                     sent: int, senders: int) -> None:
+        """Solves the round's sums, applies them to the global model and logs the round
+        (``sent`` bytes from ``senders`` of the sampled ``clients``)."""
+        cfg = self.config
+        phase = f"task {task} round {rnd}"
         result = self.timed("merge", aggregator.result, mixed_precision=cfg.solve_precision == "mixed")
         gen = torch.Generator().manual_seed(derived_seed([cfg.seed, task, rnd, 0xB]))
         self.method.apply(rnd, result, self.layers, self.head, gen)
@@ -244,24 +267,12 @@ class Run:
     def task_end_grams(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every task client's Grams through the model with the task's residuals
         ``dW_t`` (as :meth:`statistics_model` serves it), summed: ``Gh_t`` per layer."""
-        cfg = self.config
-        mode = "diag" if cfg.alpha_backbone == 0 else "full"
-        aggregator = Aggregator(task, cfg.rounds, "G")
+        aggregator = self.task_end_aggregator(task)
         sent = 0
         for client in shard(self.task_end_clients(task), self.ctx):
             if not self.bench.client_indices[task][client]:
                 continue  # a client without data of this task has nothing to send
-            self.load_client()
-            indices = self.bench.client_indices[task][client]
-            loader = make_loader(self.bench.train, indices, cfg.batch_size,
-                                 [cfg.seed, task, cfg.rounds, client, 2])
-            with serving(self.client_layers, residuals), self.statistics_model(task, residuals):
-                stats = self.timed("stats", collect_statistics, self.client_model,
-                                   self.client_layers, None, mode, loader, cfg.stats_passes,
-                                   self.device, cfg.amp, self.backbone, cfg.stats_padding)
-            update, size = self.transmit(ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
-                name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
-                for name, g in stats.grams.items()}))
+            update, size = self.transmit(self.task_end_update(task, client, residuals))
             sent += size
             self.timed("merge", aggregator.add, update)
         phase = f"task {task} end"
@@ -270,10 +281,37 @@ class Run:
                                                                self.device)[0])
         return {name: s.q for name, s in aggregator.sums().items()}
 
+    def task_end_aggregator(self, task: int) -> Aggregator:
+        """The empty aggregator of ``task``'s end-of-task Grams."""
+        return Aggregator(task, self.config.rounds, "G")
+
+    def task_end_update(self, task: int, client: int,
+                        residuals: dict[str, torch.Tensor]) -> ClientUpdate:
+        """The client's half of the task end: its Grams through the model serving the
+        task's residuals, regularised, as a ``"G"`` update."""
+        cfg = self.config
+        mode = "diag" if cfg.alpha_backbone == 0 else "full"
+        self.load_client()
+        indices = self.bench.client_indices[task][client]
+        loader = make_loader(self.bench.train, indices, cfg.batch_size,
+                             [cfg.seed, task, cfg.rounds, client, 2])
+        with serving(self.client_layers, residuals), self.statistics_model(task, residuals):
+            stats = self.timed("stats", collect_statistics, self.client_model,
+                               self.client_layers, None, mode, loader, cfg.stats_passes,
+                               self.device, cfg.amp, self.backbone, cfg.stats_padding)
+        return ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
+            name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
+            for name, g in stats.grams.items()})
+
     # How a task's residual joins the deployed model, by Method.cross_task.
     def _gram_merge(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Clients send end-of-task Grams; the CrossTaskMerger solves the merge."""
-        grams = self.task_end_grams(task, residuals)
+        return self.merge_task(residuals, self.task_end_grams(task, residuals))
+
+    def merge_task(self, residuals: dict[str, torch.Tensor],
+                   grams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Adds the task's residuals and summed Grams to the cross-task sums; the merged
+        residual per layer."""
         self.timed("merge", self.merger.add_task, residuals, grams)
         return self.timed("merge", self.merger.merged,
                           mixed_precision=self.config.solve_precision == "mixed")
@@ -291,11 +329,23 @@ class Run:
     def end_task(self, task: int) -> None:
         residuals = self.method.task_residuals(self.layers)
         deployed = self.CROSS_TASK[self.method.cross_task](self, task, residuals)
+        self.deploy_task(task, residuals, deployed)
+        self.record_task(task, self.evaluate_task(task))
+
+    def evaluate_task(self, task: int) -> list[float]:
+        """Accuracy on every task ``0..task`` of the deployed model after ``task``."""
+        return [self.timed("eval", self.accuracy, j, task) for j in range(task + 1)]
+
+    def deploy_task(self, task: int, residuals: dict[str, torch.Tensor],
+                    deployed: dict[str, torch.Tensor]) -> None:
+        """Adds ``task``'s residuals to the history and serves the ``deployed`` residuals."""
         for name, residual in residuals.items():
             self.history[name] = residual.clone() if task == 0 else self.history[name] + residual
         for name, delta in deployed.items():
             self.layers[name].deploy(delta)
-        row = [self.timed("eval", self.accuracy, j, task) for j in range(task + 1)]
+
+    def record_task(self, task: int, row: list[float]) -> None:
+        """``row``: accuracy on tasks ``0..task`` after ``task``; into the matrix and the log."""
         self.progress.acc.append(row)
         self.log({"type": "task", "task": task, "accuracy": row,
                   **summarize(self.progress.acc, self.test_sizes)})
@@ -304,9 +354,19 @@ class Run:
     @torch.no_grad()
     def accuracy(self, test_task: int, seen_task: int, model: nn.Module | None = None) -> float:
         """Accuracy on ``test_task``'s test data, argmax over the classes of tasks <= ``seen_task``."""
+        indices = shard(self.bench.test_indices[test_task], self.ctx)
+        correct, total = self.count_correct(indices, test_task, seen_task, model)
+        correct, total = all_reduce_numbers([correct, total], self.ctx,
+                                            f"evaluation of task {test_task}", self.device)
+        return correct / max(total, 1)
+
+    @torch.no_grad()
+    def count_correct(self, indices: list[int], test_task: int, seen_task: int,
+                      model: nn.Module | None = None) -> tuple[int, int]:
+        """``(correct, total)`` over the test samples ``indices`` (of ``test_task``),
+        argmax over the classes of tasks <= ``seen_task``; counts of disjoint shares add up."""
         model = model or self.model
         seen = torch.tensor(sum(self.bench.task_classes[:seen_task + 1], []), device=self.device)
-        indices = shard(self.bench.test_indices[test_task], self.ctx)
         loader = make_loader(self.bench.test, indices, 256, [0], shuffle=False)
         model.eval()
         correct = total = 0
@@ -314,9 +374,7 @@ class Run:
             logits = model(self.backbone.to_device(x, self.device))[:, seen]
             correct += (seen[logits.argmax(1)] == y.to(self.device)).sum().item()
             total += len(y)
-        correct, total = all_reduce_numbers([correct, total], self.ctx,
-                                            f"evaluation of task {test_task}", self.device)
-        return correct / max(total, 1)
+        return correct, total
 
     def evaluate_live(self, task: int) -> float:
         """The in-task global model (``W0 + current residual``) on the current task."""
@@ -408,15 +466,16 @@ def _start_output_dir(run_dir: Path, config: Config) -> None:
 
 
 def run(config: Config, run_dir: str | Path, quiet: bool = False,
-        overwrite: bool = False) -> dict:
+        overwrite: bool = False, runner_class: type[Run] = Run) -> dict:
     """Runs ``config`` from the start, writing into ``run_dir``; returns the summary.
 
     ``run_dir`` must be empty or absent; ``overwrite=True`` replaces what it holds, but
-    only once the data, the model and the checks of the new run have passed."""
+    only once the data, the model and the checks of the new run have passed.
+    ``runner_class``: a :class:`Run` whose rounds go over another transport (lorm.flower)."""
     run_dir = Path(run_dir)
     config.validate()
     check_output_dir(run_dir, overwrite)
-    runner = Run(config, run_dir, quiet)
+    runner = runner_class(config, run_dir, quiet)
     if runner.ctx.is_main:
         _start_output_dir(run_dir, config)
     runner.save()  # from here on, --resume can always continue the run
@@ -428,7 +487,8 @@ def run(config: Config, run_dir: str | Path, quiet: bool = False,
 RESUME_SETTABLE = ("num_threads", "dist_timeout")
 
 
-def resume(run_dir: str | Path, quiet: bool = False, overrides: list[str] | None = None) -> dict:
+def resume(run_dir: str | Path, quiet: bool = False, overrides: list[str] | None = None,
+           runner_class: type[Run] = Run) -> dict:
     """Continues a run after its last whole checkpoint; the result equals an
     uninterrupted run. ``overrides`` may set only :data:`RESUME_SETTABLE` keys."""
     run_dir = Path(run_dir)
@@ -446,7 +506,7 @@ def resume(run_dir: str | Path, quiet: bool = False, overrides: list[str] | None
             raise ValueError(f"--resume continues the run as it was configured; --set may "
                              f"change only {', '.join(RESUME_SETTABLE)}, not {', '.join(barred)}")
         config = changed
-    runner = Run(config, run_dir, quiet)
+    runner = runner_class(config, run_dir, quiet)
     try:
         runner.restore({k: v.to(runner.device) for k, v in tensors.items()}, state["progress"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
