@@ -198,7 +198,7 @@ class LoRMStrategy(Strategy):
         aggregator = run.round_aggregator(task, rnd) if rnd >= 0 else run.task_end_aggregator(task)
         sent = 0
         for reply in replies:
-            sent += self._add_reply(aggregator, reply)
+            sent += add_reply(aggregator, reply)
         missing = getattr(replies, "missing", [])
         if missing:
             log.warning("task %s %s: no reply from node(s) %s", task,
@@ -216,21 +216,6 @@ class LoRMStrategy(Strategy):
         metrics = MetricRecord({"accepted": aggregator.num_clients, "bytes": sent,
                                 "num-examples": aggregator.num_samples})
         return (tensors_to_record(run.deployed_tensors()) if rnd >= 0 else None), metrics
-
-    def _add_reply(self, aggregator: Aggregator, reply: Message) -> int:
-        """Adds one reply; logs and leaves out a bad one. Returns its payload bytes (0 if
-        left out)."""
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            log.warning("node %s: error reply (%s)", node, reply.error.reason)
-            return 0
-        try:
-            update, nbytes = content_to_update(reply.content)
-            aggregator.add(update)
-        except (MalformedUpdate, UpdateRejected) as exc:
-            log.warning("node %s: reply rejected: %s", node, exc)
-            return 0
-        return nbytes
 
     # -- evaluation -------------------------------------------------------------------------
     def exchange_evaluate(self, task: int) -> list[float]:
@@ -295,6 +280,23 @@ class LoRMStrategy(Strategy):
                 total[j] += t
         self._row = [c / max(t, 1) for c, t in zip(correct, total)]
         return MetricRecord({"accuracy": self._row})
+
+
+def add_reply(aggregator: Aggregator, reply: Message) -> int:
+    """Adds one reply's update to ``aggregator``; logs and leaves out an error reply, an
+    unreadable one or one the Aggregator refuses (its sums stay as they were). Returns
+    the reply's payload bytes (0 if left out)."""
+    node = reply.metadata.src_node_id
+    if reply.has_error():
+        log.warning("node %s: error reply (%s)", node, reply.error.reason)
+        return 0
+    try:
+        update, nbytes = content_to_update(reply.content)
+        aggregator.add(update)
+    except (MalformedUpdate, UpdateRejected) as exc:
+        log.warning("node %s: reply rejected: %s", node, exc)
+        return 0
+    return nbytes
 
 
 def _why(reply: Message, exc: Exception) -> str:
