@@ -53,11 +53,20 @@ def node_run(config_json: str) -> Run:
     return _runs[config_json]
 
 
-def _prepared(msg: Message) -> tuple[Run, dict]:
-    """The node's run with the server's deployed state loaded, and the step."""
+def _prepared(msg: Message, serving_only: bool = False) -> tuple[Run, dict]:
+    """The node's run with the server's state loaded (:meth:`Run.load_deployed`; with
+    ``serving_only``, just the head and the deployed residuals, LoRA off), and the step."""
     content = msg.content
     run = node_run(str(content[RUN]["config"]))
-    run.load_deployed({k: v.to(run.device) for k, v in record_to_tensors(content[MODEL]).items()})
+    tensors = {k: v.to(run.device) for k, v in record_to_tensors(content[MODEL]).items()}
+    if serving_only:
+        with torch.no_grad():
+            run.head.weight.copy_(tensors["head.weight"])
+            run.head.bias.copy_(tensors["head.bias"])
+        for name, layer in run.layers.items():
+            layer.deploy(tensors.get(f"{name}.delta"))
+    else:
+        run.load_deployed(tensors)
     return run, dict(content[STEP])
 
 
@@ -85,9 +94,7 @@ def handle_gram(msg: Message, context: Context) -> Message:
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Correct/total counts of the deployed model (``W0 + delta``) on share ``shard`` of
     ``shards`` of every test task's batches, classes of tasks <= ``task``."""
-    run, step = _prepared(msg)
-    for layer in run.layers.values():
-        layer.deploy(layer.delta)
+    run, step = _prepared(msg, serving_only=True)
     task, shard, shards = int(step["task"]), int(step["shard"]), int(step["shards"])
     correct, total = [], []
     for j in range(task + 1):

@@ -89,7 +89,9 @@ class LoRMStrategy(Strategy):
         self.min_replies, self.round_timeout, self.poll = min_replies, round_timeout, poll
         self.run: FlowerRun | None = None
         self.grid: Grid | None = None
-        self.partitions: dict[int, int] = {}  # node id -> client index
+        self.partitions: dict[int, int] = {}  # node id -> client index (as it answered)
+        self._nodes_of: dict[int, int] = {}   # client index -> the node used for it
+        self._row: list[float] = []
         self.server_round = 0
         self.summary_: dict | None = None
         self._step: dict = {}
@@ -153,11 +155,10 @@ class LoRMStrategy(Strategy):
     def nodes_for(self, clients: list[int]) -> dict[int, int]:
         """node id -> client for the ``clients`` that have a node; logs the others."""
         self.refresh_nodes()
-        nodes_of = getattr(self, "_nodes_of", {})
-        absent = [c for c in clients if c not in nodes_of]
+        absent = [c for c in clients if c not in self._nodes_of]
         if absent:
             log.warning("clients %s have no connected node this round", absent)
-        return {nodes_of[c]: c for c in clients if c in nodes_of}
+        return {self._nodes_of[c]: c for c in clients if c in self._nodes_of}
 
     # -- training exchanges ------------------------------------------------------------------
     def exchange_train(self, task: int, rnd: int | None, clients: list[int]):
@@ -168,11 +169,24 @@ class LoRMStrategy(Strategy):
         self._step = {"task": task, "round": -1 if rnd is None else rnd, "clients": clients,
                       "targets": self.nodes_for(with_data)}
         self.server_round += 1
-        arrays = tensors_to_record(run.deployed_tensors())
+        arrays = self.deployed_record()
         messages = self.configure_train(self.server_round, arrays, ConfigRecord(), self.grid)
         self.aggregate_train(self.server_round, ReplyStream(self.grid, messages,
                                                             self.round_timeout, self.poll))
         return self._grams
+
+    def deployed_record(self, serving_only: bool = False) -> ArrayRecord:
+        """What nodes need of the server's state (:meth:`Run.deployed_tensors`): the
+        earlier tasks' residuals only where the statistics model reads them
+        (``stats_model = running-mean``); for evaluation (``serving_only``) just the head
+        and the deployed residuals."""
+        tensors = self.run.deployed_tensors()
+        if serving_only:
+            tensors = {k: t for k, t in tensors.items()
+                       if k.startswith("head.") or k.endswith(".delta")}
+        elif self.run.config.stats_model != "running-mean":
+            tensors = {k: t for k, t in tensors.items() if not k.startswith("history/")}
+        return tensors_to_record(tensors)
 
     def _run_config(self) -> ConfigRecord:
         return ConfigRecord({"config": json.dumps(self.run.config.to_dict(), sort_keys=True)})
@@ -203,8 +217,8 @@ class LoRMStrategy(Strategy):
         if missing:
             log.warning("task %s %s: no reply from node(s) %s", task,
                         f"round {rnd}" if rnd >= 0 else "end", missing)
-        needed = self.min_replies or len(step["targets"])
-        if aggregator.num_clients < min(needed, max(len(step["targets"]), 1)) or not aggregator.num_clients:
+        needed = max(1, self.min_replies or len(step["targets"]))
+        if aggregator.num_clients < needed:
             raise RoundFailed(f"task {task} {'round ' + str(rnd) if rnd >= 0 else 'end'}: "
                               f"{aggregator.num_clients} accepted update(s), {needed} needed; "
                               f"the run continues from its last checkpoint with resume=True")
@@ -220,9 +234,10 @@ class LoRMStrategy(Strategy):
     # -- evaluation -------------------------------------------------------------------------
     def exchange_evaluate(self, task: int) -> list[float]:
         """The accuracy row after ``task`` from the nodes' counts."""
-        self._step = {"task": task, "targets": self.nodes_for(sorted(getattr(self, "_nodes_of", {})))}
+        self.refresh_nodes()
+        self._step = {"task": task, "targets": self.nodes_for(sorted(self._nodes_of))}
         self.server_round += 1
-        arrays = tensors_to_record(self.run.deployed_tensors())
+        arrays = self.deployed_record(serving_only=True)
         messages = self.configure_evaluate(self.server_round, arrays, ConfigRecord(), self.grid)
         self.aggregate_evaluate(self.server_round, ReplyStream(self.grid, messages,
                                                                self.round_timeout, self.poll))
