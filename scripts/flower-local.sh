@@ -38,25 +38,30 @@ insecure = true
 EOF
 
 pids=()
-stop_all() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+tree() {  # pid: it and every process below it (by parent id), parents first
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" 2>/dev/null); do tree "$child"; done
+}
+stop_all() {  # every process started here and everything they spawned, by id
+  local all=() pid
+  for pid in "${pids[@]}"; do all+=($(tree "$pid")); done
+  [ ${#all[@]} = 0 ] && return 0
+  kill -TERM "${all[@]}" 2>/dev/null || true
   for _ in $(seq 50); do
-    local alive=0
-    for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && return 0
+    local alive=()
+    for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    [ ${#alive[@]} = 0 ] && return 0
     sleep 0.2
   done
-  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  kill -KILL "${alive[@]}" 2>/dev/null || true
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-# Each process leads its own process group (setsid), so stopping it by its id also
-# stops what it spawned (flower-superexec, the ServerApp and ClientApp processes).
 start() {  # log-name command...
   local name=$1; shift
-  setsid "$@" > "$logs/$name.log" 2>&1 &
+  "$@" > "$logs/$name.log" 2>&1 &
   pids+=($!)
 }
 
@@ -85,8 +90,8 @@ done
 lorm_log "SuperLink and $nodes SuperNodes on 127.0.0.1 (logs: $logs); running examples/flower-digits"
 
 rm -f "$out/summary.json"
-timeout "$limit" flwr run examples/flower-digits loopback --stream \
-  --run-config "output='$out' set='$overrides' overwrite=true" > "$logs/flwr-run.log" 2>&1 &
+start flwr-run timeout "$limit" flwr run examples/flower-digits loopback --stream \
+  --run-config "output='$out' set='$overrides' overwrite=true"
 run_pid=$!
 deadline=$((SECONDS + limit))
 while [ ! -f "$out/summary.json" ]; do
@@ -99,8 +104,17 @@ while [ ! -f "$out/summary.json" ]; do
   fi
   sleep 1
 done
-kill "$run_pid" 2>/dev/null || true
-wait "$run_pid" 2>/dev/null || true
+serverapp_running() {  # a flwr-serverapp process below the SuperLink
+  local pid
+  for pid in $(tree "${pids[0]}"); do
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q flwr-serverapp && return 0
+  done
+  return 1
+}
+for _ in $(seq 120); do  # let the ServerApp finish (it writes the summary, then returns)
+  serverapp_running || break
+  sleep 0.5
+done
 python - "$out/summary.json" <<'PY'
 import json, sys
 summary = json.load(open(sys.argv[1]))

@@ -130,6 +130,18 @@ def test_flower_run_equals_lorm_run(reference, tmp_path):
     assert [r["senders"] for r in records if r["type"] == "round"] == [3, 3, 3, 3]
 
 
+@pytest.mark.parametrize("method", ["fedavg-lora", "regmean-lora"])
+def test_the_baselines_equal_lorm_run_too(method, tmp_path):
+    """The same Method objects on both sides: fedavg-lora (no statistics pass, plain
+    mean across tasks, nothing sent at task ends) and regmean-lora (dense residuals)."""
+    settings = [f"method={method}", "rounds=1"]
+    reference = run(load_config(None, TINY + settings), tmp_path / "lorm", quiet=True)
+    ours, our_tensors = flower_run(tmp_path / "flower", LocalGrid(make_client_app(), range(3)),
+                                   settings)
+    assert ours["accuracy_matrix"] == reference["accuracy_matrix"]
+    assert_same_model(our_tensors, checkpoint.load(tmp_path / "lorm")[0])
+
+
 def test_resume_between_rounds_equals_the_uninterrupted_run(reference, tmp_path, monkeypatch):
     summary, tensors = reference
     from lorm.flower import strategy as strategy_module
