@@ -32,7 +32,9 @@ from ..models import build_lora_model, check_input_fits
 from . import checkpoint
 from .client import collect_statistics, derived_seed, make_loader, train_locally
 from .config import Config, apply_overrides
-from .data import Benchmark, build_benchmark, sample_clients
+from .data import Benchmark, build_benchmark
+from .datasets import default_img_size
+from .partition import sample_clients
 from .methods import Method, make_method
 from .metrics import summarize
 
@@ -54,7 +56,6 @@ class Progress:
     seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
 
 
-SMALL_IMAGE_DATASETS = ("digits", "fashion-mnist")  # 8x8 for the tiny ViT by default
 
 
 def running_mean(history: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
@@ -90,7 +91,7 @@ class Run:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
         self.bench: Benchmark = build_benchmark(config)
-        img_size = config.img_size or (8 if config.dataset in SMALL_IMAGE_DATASETS else None)
+        img_size = default_img_size(config)
         model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
                                                config.rank, config.targets, config.seed,
                                                img_size, config.pretrained, config.head_init)
