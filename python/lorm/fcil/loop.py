@@ -33,7 +33,8 @@ from ..messages import ClientUpdate, SolveStats
 from . import checkpoint
 from .client import collect_statistics, derived_seed, make_loader, train_locally
 from .config import Config, apply_overrides
-from .data import Benchmark, build_benchmark, sample_clients
+from .data import Benchmark, build_benchmark
+from .partition import sample_clients
 from .methods import Method, make_method
 from .metrics import summarize
 
