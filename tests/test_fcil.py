@@ -10,7 +10,8 @@ import torch
 from lorm import merge
 from lorm.fcil import load_config, run
 from lorm.fcil.config import apply_overrides
-from lorm.fcil.data import build_benchmark, dirichlet_partition, sample_clients, split_classes
+from lorm.fcil.data import build_benchmark
+from lorm.fcil.partition import dirichlet_partition, sample_clients, split_classes
 from lorm.fcil import checkpoint
 from lorm.fcil.loop import Run, resume
 from lorm.fcil.metrics import summarize

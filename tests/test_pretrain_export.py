@@ -17,8 +17,10 @@ from lorm import pretrain as pretrain_module
 from lorm.cli import main as cli_main
 from lorm.compare import compare, format_report, paired_difference
 from lorm.export import build_exported_model, evaluate, export
-from lorm.fcil import fashion_mnist, load_config, run
-from lorm.fcil.data import build_benchmark, digits
+from lorm.fcil import load_config, run
+from lorm.fcil.data import build_benchmark
+from lorm.fcil.datasets import fashion_mnist
+from lorm.fcil.datasets.digits import load_digits_split
 from lorm.backbones.timm_vit import TINY_VIT, build_backbone, load_pretrained
 
 HAS_FMNIST = all(p is not None for pair in [[fashion_mnist._find(fashion_mnist.DEBIAN_FOLDER, n)
@@ -170,8 +172,7 @@ def test_exported_model_gives_the_runs_final_accuracy(finished, tmp_path):
     model = build_exported_model(path)  # a plain timm VisionTransformer, strict load
     assert type(model).__name__ == "VisionTransformer"
     assert not any("lora" in type(m).__name__.lower() for m in model.modules())
-    _, test, _ = digits(0)
-    x, y = test.tensors
+    x, y = load_digits_split(0).test.tensors
     model.eval()
     with torch.no_grad():
         faa = (model(x).argmax(1) == y).double().mean().item()

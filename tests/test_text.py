@@ -157,7 +157,7 @@ TINY_TEXT = ["--set", "dataset=clinc150", "--set", "backbone=minilm", "--set", "
              "--set", "num_tasks=2", "--set", "max_train_per_class=6", "--set",
              "max_test_per_class=3", "--set", "num_clients=2", "--set", "rounds=1", "--set",
              "local_epochs=1", "--set", "max_length=16", "--set", "batch_size=8", "--set",
-             "min_samples_per_client=1", "--set", "device=cpu"]
+             "min_samples_per_client=1", "--set", "device=cpu", "--set", "num_threads=1"]
 
 
 @needs_minilm
@@ -184,7 +184,7 @@ def test_both_families_run_through_the_same_loop(tmp_path, family, method):
         settings = [s for s in TINY_TEXT if s != "--set"] + [f"data_root={tmp_path}"]
     else:
         settings = ["num_tasks=2", "max_classes=4", "num_clients=2", "rounds=1", "local_epochs=1",
-                    "device=cpu"]
+                    "device=cpu", "num_threads=1"]
     summary = run(load_config(None, settings + [f"method={method}"]), tmp_path / "out", quiet=True)
     tasks = 1 if method == "joint" else 2  # joint: one task holding every class
     assert [len(row) for row in summary["accuracy_matrix"]] == list(range(1, tasks + 1))

@@ -25,8 +25,8 @@ FORMAT = "lorm-deployed-v1"
 
 
 def _img_size(config: Config) -> int | None:
-    from .fcil.loop import SMALL_IMAGE_DATASETS
-    return config.img_size or (8 if config.dataset in SMALL_IMAGE_DATASETS else None)
+    from .fcil.datasets import default_img_size
+    return default_img_size(config)
 
 
 def _layer_names(tensors: dict[str, torch.Tensor]) -> list[str]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .fcil import fashion_mnist
+from .fcil.datasets import fashion_mnist
 from .backbones.timm_vit import TINY_VIT, build_backbone
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

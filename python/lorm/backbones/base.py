@@ -58,9 +58,10 @@ class Backbone(ABC):
     def build(self, config, num_classes: int) -> nn.Module:
         """The frozen pretrained model (weights loaded) with a fresh ``head``."""
 
-    def prepare(self, dataset: Dataset) -> Dataset:
-        """The dataset as the model takes it (e.g. texts tokenised once); by default
-        unchanged."""
+    def prepare(self, dataset: Dataset, used: list[int]) -> Dataset:
+        """The dataset as the model takes it (e.g. texts tokenised once), at least at
+        the indices ``used`` (the samples the run reads; others may be left out); by
+        default unchanged."""
         return dataset
 
     def check_input(self, model: nn.Module, sample: Any, source: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -73,16 +74,22 @@ class TextClassifier(nn.Module):
 
 class TokenizedTexts(Dataset):
     """Texts tokenised once: items ``({"input_ids", "attention_mask"} (L,), label)``,
-    padded to the longest text (at most ``max_length`` tokens)."""
+    padded to the longest text (at most ``max_length`` tokens). Only the indices
+    ``used`` are tokenised; reading another one is an error."""
 
-    def __init__(self, encoded: dict[str, torch.Tensor], targets):
+    def __init__(self, encoded: dict[str, torch.Tensor], targets, used: list[int]):
         self.encoded, self.targets = encoded, targets
+        self.row = np.full(len(targets), -1, dtype=np.int64)
+        self.row[used] = np.arange(len(used))
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i: int):
-        return {k: v[i] for k, v in self.encoded.items()}, int(self.targets[i])
+        row = int(self.row[i])
+        if row < 0:
+            raise IndexError(f"sample {i} was not tokenised (not among the run's samples)")
+        return {k: v[row] for k, v in self.encoded.items()}, int(self.targets[i])
 
 
 class HFEncoder(Backbone):
@@ -110,7 +117,10 @@ class HFEncoder(Backbone):
 
     def build(self, config, num_classes: int) -> nn.Module:
         from transformers import AutoModel
+        from transformers.utils import logging
 
+        logging.set_verbosity_error()  # the folder's unused pooler weights are expected
+        logging.disable_progress_bar()
         self.folder = self.resolve(config.pretrained)
         self.max_length = config.max_length
         with torch.random.fork_rng(devices=[]):
@@ -122,8 +132,8 @@ class HFEncoder(Backbone):
         init_head(model.head, config.head_init, config.seed)
         return model
 
-    def prepare(self, dataset: Dataset) -> Dataset:
-        """Tokenises ``dataset.texts`` once (no network), padding to the longest text."""
+    def prepare(self, dataset: Dataset, used: list[int]) -> Dataset:
+        """Tokenises ``dataset.texts[used]`` once (no network), padding to the longest."""
         from transformers import AutoTokenizer
 
         texts = getattr(dataset, "texts", None)
@@ -131,11 +141,12 @@ class HFEncoder(Backbone):
             raise ValueError(f"a text backbone needs a text dataset (with .texts); got "
                              f"{type(dataset).__name__}: pick dataset clinc150 or an image backbone")
         tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
-        encoded = tokenizer(list(texts), padding="longest", truncation=True,
+        used = sorted(set(used))
+        encoded = tokenizer([texts[i] for i in used], padding="longest", truncation=True,
                             max_length=self.max_length, return_tensors="pt")
         return TokenizedTexts({"input_ids": encoded["input_ids"],
                                "attention_mask": encoded["attention_mask"]},
-                              dataset.targets)
+                              dataset.targets, used)
 
     def to_device(self, inputs: dict[str, torch.Tensor], device: torch.device):
         """The batch trimmed to its longest real text (the padding columns every row has

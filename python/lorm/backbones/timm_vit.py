@@ -121,9 +121,6 @@ def check_input_fits(model: nn.Module, image: torch.Tensor, source: str) -> None
                          f"backbone takes {size[0]}x{size[1]}: set img_size to match")
 
 
-SMALL_IMAGE_DATASETS = ("digits", "fashion-mnist")  # 8x8 for the tiny ViT by default
-
-
 class TimmViT(Backbone):
     """timm VisionTransformers (and the shipped tiny ViT): images ``(B, C, H, W)`` in,
     every patch token is data (no row mask)."""
@@ -131,7 +128,9 @@ class TimmViT(Backbone):
     default_targets = DEFAULT_TARGETS
 
     def build(self, config, num_classes: int) -> nn.Module:
-        img_size = config.img_size or (8 if config.dataset in SMALL_IMAGE_DATASETS else None)
+        from ..fcil.datasets import default_img_size
+
+        img_size = default_img_size(config)
         model = build_backbone(config.backbone, num_classes, config.seed, img_size)
         weights = resolve_pretrained(config.backbone, config.pretrained)
         if weights is not None:

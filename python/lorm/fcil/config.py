@@ -12,8 +12,6 @@ from typing import Any
 import yaml
 
 METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b", "joint", "finetune")
-DATASETS = ("digits", "fashion-mnist", "cifar100", "imagenet-r", "imagenet-a", "cub200",
-            "cars196", "eurosat", "clinc150")
 WIRE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)
 
@@ -98,7 +96,8 @@ class Config:
 _INT, _FLOAT, _BOOL, _STR = "int", "float", "bool", "str"
 _RULES: dict[str, tuple[str, bool, Any, str]] = {
     # name: (type, None allowed, check, allowed)
-    "dataset": (_STR, False, lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+    "dataset": (_STR, False, lambda v: v in _dataset_names(), 
+                lambda: f"one of {', '.join(_dataset_names())}"),
     "data_root": (_STR, True, lambda v: v != "", "a folder path"),
     "download": (_BOOL, False, None, "true or false"),
     "num_tasks": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
@@ -153,6 +152,11 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
 }
 
 
+def _dataset_names() -> tuple[str, ...]:
+    from .datasets import dataset_names  # late: the readers import this module's Config
+    return dataset_names()
+
+
 def _has_type(value: Any, kind: str) -> bool:
     if kind == _BOOL:
         return isinstance(value, bool)
@@ -171,7 +175,7 @@ def _field_problems(config: "Config", name: str) -> list[str]:
     if value is None and nullable:
         return []
     if not _has_type(value, kind) or (check is not None and not check(value)):
-        return [f"{name} = {value!r}: must be {allowed}"]
+        return [f"{name} = {value!r}: must be {allowed() if callable(allowed) else allowed}"]
     return []
 
 

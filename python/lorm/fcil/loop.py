@@ -33,7 +33,8 @@ from ..messages import ClientUpdate, SolveStats
 from . import checkpoint
 from .client import collect_statistics, derived_seed, make_loader, train_locally
 from .config import Config, apply_overrides
-from .data import Benchmark, build_benchmark, sample_clients
+from .data import Benchmark, build_benchmark
+from .partition import sample_clients
 from .methods import Method, make_method
 from .metrics import summarize
 
@@ -91,9 +92,13 @@ class Run:
         self.method: Method = make_method(config)
         bench = build_benchmark(config)
         model, layers, head = build_lora(self.backbone, config, bench.num_classes)
-        bench.train, bench.test = self.backbone.prepare(bench.train), self.backbone.prepare(bench.test)
+        used = {"train": sorted({i for task in bench.client_indices for c in task for i in c}),
+                "test": sorted({i for task in bench.test_indices for i in task})}
+        bench.train = self.backbone.prepare(bench.train, used["train"])
+        bench.test = self.backbone.prepare(bench.test, used["test"])
         for split, data in (("train", bench.train), ("test", bench.test)):
-            self.backbone.check_input(model, data[0][0], f"dataset {config.dataset!r} ({split})")
+            self.backbone.check_input(model, data[used[split][0]][0],
+                                      f"dataset {config.dataset!r} ({split})")
         self.bench: Benchmark = self.method.benchmark(bench)
         self.model, self.layers, self.head = model.to(self.device), layers, head
         self.client_model = copy.deepcopy(self.model)

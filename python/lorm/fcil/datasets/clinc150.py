@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from . import LoadedDataset, register
+
 FILE = "data_full.json"
 URL = "https://raw.githubusercontent.com/clinc/oos-eval/master/data/data_full.json"
 NUM_INTENTS = 150
@@ -98,6 +100,13 @@ def locate(data_root: str | None, download: bool) -> Path:
     return path
 
 
-def load(config) -> tuple[TextDataset, TextDataset, list[str]]:
-    """The run's CLINC150 splits (``config.data_root``, ``config.download``)."""
-    return read(locate(config.data_root, config.download))
+@register("clinc150")
+class Clinc150:
+    """The registry's reader: texts for the backbone to tokenise; tasks in label order."""
+
+    img_size = None
+    label_order = True
+
+    def load(self, config) -> LoadedDataset:
+        train, test, intents = read(locate(config.data_root, config.download))
+        return LoadedDataset(train, test, intents, train.targets, test.targets)

@@ -8,11 +8,17 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
+
+from . import LoadedDataset, register
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -88,3 +94,14 @@ def load(root: str | Path | None, img_size: int) -> tuple[TensorDataset, TensorD
         out.append(TensorDataset(to_model_input(images, img_size),
                                  torch.from_numpy(labels.astype(np.int64))))
     return out[0], out[1], len(CLASSES)
+
+
+@register("fashion-mnist")
+class FashionMNIST:
+    img_size = 8
+
+    def load(self, config: "Config") -> LoadedDataset:
+        """data_root None: the Debian package's files."""
+        train, test, _ = load(config.data_root, config.img_size or self.img_size)
+        return LoadedDataset(train, test, list(CLASSES), train.tensors[1].numpy(),
+                             test.tensors[1].numpy())
