@@ -1,5 +1,5 @@
 """Backbones: timm ViTs by name, the embedded tiny ViT, and pretrained weights read
-from a local file (never downloaded)."""
+from a local file or timm's cache (never downloaded)."""
 
 from __future__ import annotations
 
@@ -77,17 +77,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
 
 
 def resolve_pretrained(backbone: str, pretrained: str | None) -> Path | None:
-    """The weights file a config names: ``"shipped"`` -> lorm's tiny ViT (checked against
-    its card), ``None``/``"none"`` -> no file (random init), else the path itself."""
-    if pretrained is None or pretrained.lower() == "none":
-        return None
-    if pretrained == "shipped":
-        if backbone != "tiny-vit":
-            raise ValueError(f"pretrained: shipped is the tiny ViT's; for backbone {backbone!r} "
-                             "give a weights file (or none for a random backbone)")
-        from .pretrain import verify_shipped
-        return verify_shipped()
-    return Path(pretrained)
+    """The weights file a config names (lorm.pretrained.resolve_weights); ``None``: random."""
+    from .pretrained import resolve_weights
+    return resolve_weights(backbone, pretrained).path
 
 
 def init_head(head: nn.Linear, how: str, seed: int) -> None:

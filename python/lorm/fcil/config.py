@@ -1,4 +1,4 @@
-"""Run configuration: a dataclass, YAML presets under configs/, ``key=value`` overrides."""
+"""Run configuration: a dataclass, YAML presets (``lorm presets``), ``key=value`` overrides."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from typing import Any
 
 import yaml
 
+from .partition import CLASS_ORDERS, PARTITIONS
+
 METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b")
 WIRE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)
+AUTO = "auto"        # pretrained: shipped for the tiny ViT, timm for a timm backbone
 
 
 @dataclass
 class Config:
     """Every knob of a run. The defaults are the embedded digits benchmark that
-    ``lorm demo`` runs; the paper's settings live in configs/*.yaml."""
+    ``lorm demo`` runs; the paper's settings are the presets (``lorm presets``)."""
 
     # data
     dataset: str = "digits"
@@ -29,13 +32,17 @@ class Config:
     last_task_classes: int | None = None  # e.g. Cars-196: 10 tasks, the last with 16
     num_clients: int = 5
     beta: float = 0.5                  # Dirichlet concentration of the label skew
-    min_samples_per_client: int = 2    # per client per task; 0 lets clients sit tasks out
-    participation: float = 1.0         # fraction of clients per round
+    class_order: str = "natural"       # or "shuffled": a seeded permutation of the classes
+    partition: str = "per-sample"      # a Dirichlet client draw per sample; or "proportional"
+    min_samples_per_client: int = 6    # per client per task (redrawn); 0 lets clients sit out
+    participation: float = 1.0         # fraction of clients per round, floor(fraction * N)
     # model
     backbone: str = "tiny-vit"         # "tiny-vit" or a timm model name
+    # "auto": "shipped" for the tiny ViT, "timm" for a timm backbone;
     # "shipped": the tiny ViT pretrained on Fashion-MNIST that lorm ships (tiny-vit only);
+    # "timm": timm's pretrained weights for the backbone tag, from the hub cache only;
     # "none" (or null): random init; else a local .safetensors / .npz / .pth file
-    pretrained: str | None = SHIPPED
+    pretrained: str | None = AUTO
     img_size: int | None = None        # default: 8 for digits/fashion-mnist, else the backbone's
     head_init: str = "trunc_normal"    # timm's default (std 0.02), or "backbone": keep its own
     rank: int = 4
@@ -73,6 +80,9 @@ class Config:
         """Checks every field's type and range; raises one ValueError listing each
         problem as ``field = value: what is allowed``."""
         problems = [p for f in dataclasses.fields(self) for p in _field_problems(self, f.name)]
+        if not problems and self.participation < 1 and int(self.participation * self.num_clients) < 1:
+            problems.append(f"participation = {self.participation}: selects floor("
+                            f"{self.participation} * {self.num_clients}) = 0 of num_clients")
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems))
         return self
@@ -94,10 +104,12 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "last_task_classes": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "num_clients": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
     "beta": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
+    "class_order": (_STR, False, lambda v: v in CLASS_ORDERS, f"one of {', '.join(CLASS_ORDERS)}"),
+    "partition": (_STR, False, lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit' or a timm model name"),
-    "pretrained": (_STR, True, lambda v: v != "", "'shipped', 'none' or a weights file path"),
+    "pretrained": (_STR, True, lambda v: v != "", "auto, shipped, timm, none or a weights file path"),
     "head_init": (_STR, False, lambda v: v in ("trunc_normal", "backbone"),
                   "trunc_normal or backbone"),
     "alpha_regmean_lora": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -191,12 +203,13 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Reads a YAML preset (or the defaults) and applies ``key=value`` overrides."""
+    """Reads a YAML file or a shipped preset by name (or the defaults) and applies
+    ``key=value`` overrides."""
+    from ..presets import resolve
+
     config = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist (presets: configs/*.yaml)")
+        path = resolve(path)
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config is a mapping of keys to values")

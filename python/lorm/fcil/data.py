@@ -34,9 +34,11 @@ class Benchmark:
 
 def build_benchmark(config: Config) -> Benchmark:
     data = load_dataset(config)
-    tasks = split_classes(data.num_classes, config.num_tasks, config.seed, config.last_task_classes)
+    tasks = split_classes(data.num_classes, config.num_tasks, config.seed,
+                          config.last_task_classes, config.class_order)
     rng = np.random.default_rng(config.seed + 1)
     clients = [dirichlet_partition(data.train_targets, classes, config.num_clients, config.beta,
-                                   config.min_samples_per_client, rng) for classes in tasks]
+                                   config.min_samples_per_client, rng, config.partition)
+               for classes in tasks]
     tests = [np.flatnonzero(np.isin(data.test_targets, classes)).tolist() for classes in tasks]
     return Benchmark(data.train, data.test, data.num_classes, tasks, clients, tests)

@@ -29,6 +29,7 @@ from ..distributed import (all_reduce_aggregator, all_reduce_numbers, check_iden
 from ..lora import LoRALinear, head_of, serving
 from ..messages import ClientUpdate, SolveStats
 from ..models import build_lora_model, check_input_fits
+from ..pretrained import resolve_weights
 from . import checkpoint
 from .client import collect_statistics, derived_seed, make_loader, train_locally
 from .config import Config, apply_overrides
@@ -337,6 +338,7 @@ class Run:
         p = self.progress
         summary = {
             "config": self.config.to_dict(),
+            "weights": resolve_weights(self.config.backbone, self.config.pretrained).record(),
             "accuracy_matrix": p.acc,
             **summarize(p.acc, self.test_sizes),
             "bytes_per_client_per_round": p.round_bytes / max(p.client_rounds, 1),
