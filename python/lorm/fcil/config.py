@@ -34,6 +34,7 @@ class Config:
     beta: float = 0.5                  # Dirichlet concentration of the label skew
     class_order: str = "natural"       # or "shuffled": a seeded permutation of the classes
     partition: str = "per-sample"      # a Dirichlet client draw per sample; or "proportional"
+    transforms: str = "authors"        # each dataset's own recipe (docs/datasets.md); or "uniform"
     min_samples_per_client: int = 6    # per client per task (redrawn); 0 lets clients sit out
     participation: float = 1.0         # fraction of clients per round, floor(fraction * N)
     # model
@@ -106,6 +107,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "beta": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
     "class_order": (_STR, False, lambda v: v in CLASS_ORDERS, f"one of {', '.join(CLASS_ORDERS)}"),
     "partition": (_STR, False, lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
+    "transforms": (_STR, False, lambda v: v in ("authors", "uniform"), "authors or uniform"),
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit' or a timm model name"),
