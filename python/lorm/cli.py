@@ -209,8 +209,9 @@ def parser() -> argparse.ArgumentParser:
                      help="replace what --output DIR holds (only once the new run has started "
                      "cleanly); without it a non-empty DIR is refused")
     run.add_argument("--download", action="store_true",
-                     help="let torchvision download CIFAR-100 into data_root (needs internet); "
-                     "without it nothing is ever downloaded")
+                     help="fetch CIFAR-100, the ImageNet-R tree or the EuroSAT images into "
+                     "data_root (needs internet; split files and the other datasets are fetched "
+                     "by hand, docs/datasets.md); without it nothing is ever downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 

@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from ..config import Config
 
 NUM_CLASSES = 10
+URL = "https://zenodo.org/records/7711810/files/EuroSAT_RGB.zip"
 LAYOUT = ("<data_root>/EuroSAT_RGB/<Class>/<Class>_<n>.jpg (EuroSAT_RGB.zip, extracted) plus "
           "<data_root>/EuroSAT_RGB/split.json: {\"train\": [[path, label, name], ...], "
-          "\"val\": [...], \"test\": [...]}")
+          "\"val\": [...], \"test\": [...]} (the authors' file, fetched by hand; --download fetches "
+          "the images only)")
 
 
 def read_split(split_file: Path, folder: Path, split: str) -> tuple[list[Path], list[int], dict]:
@@ -43,6 +45,9 @@ class EuroSAT:
 
     def load(self, config: "Config") -> LoadedDataset:
         folder = Path(require_root(config)) / "EuroSAT_RGB"
+        if config.download and not folder.is_dir():
+            from torchvision.datasets.utils import download_and_extract_archive
+            download_and_extract_archive(URL, str(folder.parent))  # split.json stays by hand
         split_file = folder / "split.json"
         require_files("eurosat", LAYOUT, folder, split_file)
         train_p, train_y, names = read_split(split_file, folder, "train")

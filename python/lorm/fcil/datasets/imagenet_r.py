@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from ..config import Config
 
 NUM_CLASSES = 200
+URL = "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
 LAYOUT = ("<data_root>/imagenet-r/<wnid>/<image> (the official imagenet-r.tar, extracted) "
           "plus <data_root>/imagenet-r/imagenet-r_train.yaml and imagenet-r_test.yaml "
-          "(the authors' split files)")
+          "(the authors' split files; --download fetches the tree only)")
 
 
 def resolve_listed(path: str, folder: Path) -> Path:
@@ -62,6 +63,9 @@ class ImageNetR:
 
     def load(self, config: "Config") -> LoadedDataset:
         folder = Path(require_root(config)) / "imagenet-r"
+        if config.download and not folder.is_dir():
+            from torchvision.datasets.utils import download_and_extract_archive
+            download_and_extract_archive(URL, str(folder.parent))  # the split files stay by hand
         files = [folder / "imagenet-r_train.yaml", folder / "imagenet-r_test.yaml"]
         require_files("imagenet-r", LAYOUT, folder, *files)
         (train_paths, train_y), (test_paths, test_y) = (read_split(f, folder) for f in files)
