@@ -63,7 +63,9 @@ def test_empty_cache_is_one_error_naming_tag_cache_and_the_way_out(hub_cache):
 
 
 def test_cli_reports_the_missing_weights_without_a_traceback(hub_cache, tmp_path, capsys):
+    # a dataset that is not there either: the weights are checked before any data is read
     code = cli_main(["run", "--set", f"backbone={TAG}", "--set", "img_size=8",
+                     "--set", "dataset=cifar100", "--set", f"data_root={tmp_path / 'none'}",
                      "--output", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: pretrained: timm needs") and "Traceback" not in err

@@ -91,6 +91,8 @@ class Run:
         if self.ctx.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
+        # the weights first: a missing file stops the run before any data is read
+        self.weights = resolve_weights(config.backbone, config.pretrained)
         self.bench: Benchmark = build_benchmark(config)
         img_size = default_img_size(config)
         model, layers, head = build_lora_model(config.backbone, self.bench.num_classes,
@@ -338,7 +340,7 @@ class Run:
         p = self.progress
         summary = {
             "config": self.config.to_dict(),
-            "weights": resolve_weights(self.config.backbone, self.config.pretrained).record(),
+            "weights": self.weights.record(),
             "accuracy_matrix": p.acc,
             **summarize(p.acc, self.test_sizes),
             "bytes_per_client_per_round": p.round_bytes / max(p.client_rounds, 1),
