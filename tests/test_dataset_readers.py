@@ -143,3 +143,21 @@ def test_imagenet_r_resolves_the_yaml_paths_against_data_root():
     assert resolve_listed("../data/imagenet-r/n01443537/art_0.jpg", folder) == folder / "n01443537/art_0.jpg"
     assert resolve_listed("/x/imagenet-r/imagenet-r/n1/a.jpg", folder) == folder / "n1/a.jpg"
     assert resolve_listed("n1/a.jpg", folder) == folder / "n1/a.jpg"
+
+
+def test_download_fetches_the_public_archive_and_names_what_stays_by_hand(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    fetched = []
+
+    def fake_fetch(url, root, **kwargs):  # no network: unpack a tree as the archive would
+        fetched.append(url)
+        WRITERS["imagenet-r"](Path(root))
+        for split in ("train", "test"):
+            (Path(root) / "imagenet-r" / f"imagenet-r_{split}.yaml").unlink()
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_fetch)
+    with pytest.raises(FileNotFoundError,
+                       match="imagenet-r_train.yaml is missing.*--download fetches the tree only"):
+        load_dataset(Config(dataset="imagenet-r", data_root=str(tmp_path), download=True).validate())
+    assert fetched == ["https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"]
