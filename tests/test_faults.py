@@ -239,7 +239,7 @@ def test_rgb_images_for_a_one_channel_backbone_are_refused_before_training(tmp_p
             for i in range(3):
                 Image.new("RGB", (8, 8), (40 * i, 90, 200)).save(folder / f"{i}.png")
     out = tmp_path / "run"
-    code, err = cli("--set", "dataset=eurosat", "--set", f"data_root={tmp_path / 'data'}",
+    code, err = cli("--set", "dataset=image-folder", "--set", f"data_root={tmp_path / 'data'}",
                     "--set", "num_tasks=1", "--set", "num_clients=1", "--set", "img_size=8",
                     "--output", str(out), capsys=capsys)
     assert code == 2 and "1-channel" in err and "(3, 8, 8)" in err

@@ -103,7 +103,7 @@ def test_missing_dataset_gives_the_documented_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-100-python/train"):
         build_benchmark(config)
     config = load_config(None, ["dataset=imagenet-r", f"data_root={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match="<class>/<image>"):
+    with pytest.raises(FileNotFoundError, match="imagenet-r/<wnid>/<image>"):
         build_benchmark(config)
     with pytest.raises(FileNotFoundError, match="needs --set data_root"):
         build_benchmark(load_config(None, ["dataset=eurosat"]))

@@ -155,9 +155,8 @@ def test_head_init_is_timm_default_unless_asked():
 
 
 def test_presets_copy_the_published_run_commands():
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1] / "configs"
-    presets = {p.stem: load_config(p) for p in sorted(root.glob("*.yaml"))}
+    from lorm.presets import preset_names
+    presets = {name: load_config(name) for name in preset_names()}
     assert len(presets) == 18
     # Two of fed-mammoth's README commands, transcribed by hand:
     # seq-cifar100, alpha 0.5: --lr=0.003 --r=1 (regmean_rounds default 1)
@@ -167,4 +166,4 @@ def test_presets_copy_the_published_run_commands():
     c = presets["cars196-beta0.2"]
     assert (c.rank, c.lr_a, c.lr_b, c.lr_head, c.stats_passes, c.rounds) == \
         (4, 0.01, 0.001, 0.01, 2, 10)
-    assert all(p.pretrained is None and p.alpha_backbone == 0 for p in presets.values())
+    assert all(p.pretrained == "timm" and p.alpha_backbone == 0 for p in presets.values())

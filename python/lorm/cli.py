@@ -107,6 +107,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    from .presets import description, preset_names
+
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {description(name)}")
+    print("\nlorm run --config NAME --set data_root=<folder>   (layouts: docs/datasets.md)")
+    return 0
+
+
 def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     summary_path = run_dir / "summary.json"
@@ -177,7 +188,8 @@ def parser() -> argparse.ArgumentParser:
                       help="comma-separated; the first is compared with the others")
     comp.add_argument("--seeds", default=DEMO_SEEDS, help="comma-separated (default: 0,1,2)")
     comp.add_argument("--betas", help="comma-separated Dirichlet betas (default: the config's)")
-    comp.add_argument("--config", help="YAML preset (default: the embedded digits benchmark)")
+    comp.add_argument("--config", help="a shipped preset's name (`lorm presets`) or a YAML file "
+                      "(default: the embedded digits benchmark)")
     comp.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a config field for every run (repeatable)")
     comp.add_argument("--output", help="folder for the runs (default: runs/<timestamp>)")
@@ -186,10 +198,11 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--quiet", action="store_true", help="no progress bars")
     comp.set_defaults(func=cmd_compare)
 
-    run = sub.add_parser("run", help="run a config (YAML preset, see configs/); under "
+    run = sub.add_parser("run", help="run a config (a preset, see `lorm presets`, or a YAML file); under "
                          "`torchrun --nproc_per_node=P -m lorm run ...` the clients of every "
                          "round are sharded over the P ranks")
-    run.add_argument("--config", help="YAML preset (default: the embedded digits benchmark)")
+    run.add_argument("--config", help="a shipped preset's name (`lorm presets`) or a YAML file "
+                     "(default: the embedded digits benchmark)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config field, YAML syntax (repeatable)")
     run.add_argument("--output", help="run directory (default: runs/<timestamp>)")
@@ -200,9 +213,10 @@ def parser() -> argparse.ArgumentParser:
                      help="replace what --output DIR holds (only once the new run has started "
                      "cleanly); without it a non-empty DIR is refused")
     run.add_argument("--download", action="store_true",
-                     help="download CIFAR-100 (torchvision) or CLINC150's data_full.json "
-                     "into data_root (needs internet); "
-                     "without it nothing is ever downloaded")
+                     help="fetch CIFAR-100, the ImageNet-R tree, the EuroSAT images or "
+                     "CLINC150's data_full.json into data_root (needs internet; split files and "
+                     "the other datasets are fetched by hand, docs/datasets.md); without it "
+                     "nothing is ever downloaded")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -227,6 +241,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--weights", help="an exported .safetensors to evaluate instead")
     ev.set_defaults(func=cmd_eval)
+
+    pres = sub.add_parser("presets", help="list the shipped presets (the paper's settings) "
+                          "with their one-line descriptions")
+    pres.set_defaults(func=cmd_presets)
 
     report = sub.add_parser("report", help="print a finished run's summary")
     report.add_argument("run_dir")

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..pretrained import Weights
+
 
 def to_device(batch: Any, device: torch.device) -> Any:
     """Moves a tensor, or every tensor in a (nested) dict / list / tuple, to ``device``."""
@@ -53,6 +55,12 @@ class Backbone(ABC):
 
     #: suffixes of the module names that get LoRA when the config names none
     default_targets: tuple[str, ...] = ()
+
+    @abstractmethod
+    def weights(self, config) -> "Weights":
+        """The weights ``config.pretrained`` names, found on disk (never downloaded):
+        called before any data is read, so a missing file stops a run at once; its
+        ``record()`` goes into summary.json."""
 
     @abstractmethod
     def build(self, config, num_classes: int) -> nn.Module:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..pretrained import Weights
 from .base import Backbone, init_head
 
 # BertModel's module names: attention query/key/value, attention output, intermediate
@@ -104,7 +105,7 @@ class HFEncoder(Backbone):
         self.max_length = 64
 
     def resolve(self, pretrained: str | None) -> Path:
-        if pretrained not in (None, "shipped", "none"):
+        if pretrained not in (None, "auto", "shipped", "none"):
             return check_folder(Path(pretrained))
         if pretrained == "none":
             raise ValueError("a text backbone needs pretrained weights: pretrained=shipped "
@@ -114,6 +115,12 @@ class HFEncoder(Backbone):
                              "with config.json, model.safetensors, tokenizer.json)")
         folder = self.default_folder() if callable(self.default_folder) else self.default_folder
         return check_folder(Path(folder))
+
+    def weights(self, config) -> Weights:
+        folder = self.resolve(config.pretrained)
+        source = "folder" if config.pretrained not in (None, "auto", "shipped") else "shipped"
+        files = [folder / n for n in ("model.safetensors", "pytorch_model.bin")]
+        return Weights(source=source, path=next((f for f in files if f.is_file()), None))
 
     def build(self, config, num_classes: int) -> nn.Module:
         from transformers import AutoModel

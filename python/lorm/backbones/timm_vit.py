@@ -1,5 +1,6 @@
 """timm ViTs by name, the embedded tiny ViT, and pretrained weights read from a local
-file (never downloaded); :class:`TimmViT` is their :class:`~lorm.backbones.base.Backbone`."""
+file or timm's cache (never downloaded); :class:`TimmViT` is their
+:class:`~lorm.backbones.base.Backbone`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from ..lora import DEFAULT_TARGETS, LoRALinear, head_of, inject_lora
+from ..pretrained import Weights, resolve_weights
 from .base import Backbone, init_head
 
 TINY_VIT = dict(patch_size=2, in_chans=1, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
@@ -78,17 +80,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
 
 
 def resolve_pretrained(backbone: str, pretrained: str | None) -> Path | None:
-    """The weights file a config names: ``"shipped"`` -> lorm's tiny ViT (checked against
-    its card), ``None``/``"none"`` -> no file (random init), else the path itself."""
-    if pretrained is None or pretrained.lower() == "none":
-        return None
-    if pretrained == "shipped":
-        if backbone != "tiny-vit":
-            raise ValueError(f"pretrained: shipped is the tiny ViT's; for backbone {backbone!r} "
-                             "give a weights file (or none for a random backbone)")
-        from ..pretrain import verify_shipped
-        return verify_shipped()
-    return Path(pretrained)
+    """The weights file a config names (lorm.pretrained.resolve_weights); ``None``: random."""
+    return resolve_weights(backbone, pretrained).path
 
 
 def build_lora_model(backbone: str, num_classes: int, rank: int, targets: list[str], seed: int,
@@ -132,11 +125,14 @@ class TimmViT(Backbone):
 
         img_size = default_img_size(config)
         model = build_backbone(config.backbone, num_classes, config.seed, img_size)
-        weights = resolve_pretrained(config.backbone, config.pretrained)
+        weights = self.weights(config).path
         if weights is not None:
             load_pretrained(model, weights)
         init_head(head_of(model), config.head_init, config.seed)
         return model
+
+    def weights(self, config) -> Weights:
+        return resolve_weights(config.backbone, config.pretrained)
 
     def check_input(self, model: nn.Module, sample, source: str) -> None:
         check_input_fits(model, sample, source)

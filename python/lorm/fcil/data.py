@@ -8,7 +8,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .config import Config
-from .datasets import load_dataset, reader
+from .datasets import load_dataset
 from .partition import dirichlet_partition, split_classes
 from .subset import cap_labels
 
@@ -38,11 +38,11 @@ def build_benchmark(config: Config) -> Benchmark:
     num_classes = min(data.num_classes, config.max_classes or data.num_classes)
     train_targets = cap_labels(data.train_targets, num_classes, config.max_train_per_class)
     test_targets = cap_labels(data.test_targets, num_classes, config.max_test_per_class)
-    # a reader with label_order (CLINC150) takes the classes in label order, else seeded
-    order_seed = None if getattr(reader(config.dataset), "label_order", False) else config.seed
-    tasks = split_classes(num_classes, config.num_tasks, order_seed, config.last_task_classes)
+    tasks = split_classes(num_classes, config.num_tasks, config.seed, config.last_task_classes,
+                          config.class_order)
     rng = np.random.default_rng(config.seed + 1)
     clients = [dirichlet_partition(train_targets, classes, config.num_clients, config.beta,
-                                   config.min_samples_per_client, rng) for classes in tasks]
+                                   config.min_samples_per_client, rng, config.partition)
+               for classes in tasks]
     tests = [np.flatnonzero(np.isin(test_targets, classes)).tolist() for classes in tasks]
     return Benchmark(data.train, data.test, num_classes, tasks, clients, tests)

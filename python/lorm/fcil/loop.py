@@ -89,6 +89,8 @@ class Run:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
         self.backbone: Backbone = make_backbone(config.backbone)
+        # the weights first: a missing file stops the run before any data is read
+        self.weights = self.backbone.weights(config)
         self.method: Method = make_method(config)
         bench = build_benchmark(config)
         model, layers, head = build_lora(self.backbone, config, bench.num_classes)
@@ -412,6 +414,7 @@ class Run:
         p = self.progress
         summary = {
             "config": self.config.to_dict(),
+            "weights": self.weights.record(),
             "accuracy_matrix": p.acc,
             **summarize(p.acc, self.test_sizes),
             "bytes_per_client_per_round": p.round_bytes / max(p.client_rounds, 1),

@@ -118,4 +118,4 @@ def require_root(config: "Config") -> str:
 
 
 # the readers register themselves on import (one module per on-disk format)
-from . import cifar100, clinc150, digits, fashion_mnist, image_folder  # noqa: E402,F401
+from . import cars196, cifar100, clinc150, cub200, digits, eurosat, fashion_mnist, image_folder, imagenet_r  # noqa: E402,F401,I001

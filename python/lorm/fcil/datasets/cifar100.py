@@ -1,15 +1,67 @@
-"""CIFAR-100 in the CIFAR site's 'python version' layout (torchvision's reader)."""
+"""CIFAR-100 in the CIFAR site's 'python version' layout: ``cifar-100-python/{train,
+test,meta}`` pickles (what torchvision's CIFAR100 reads; fed-mammoth seq_cifar100.py)."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+from torch.utils.data import Dataset
+
 from . import LoadedDataset, register, require_root
-from .transforms import default_image_transforms
+from .transforms import transforms_for
 
 if TYPE_CHECKING:
     from ..config import Config
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+MD5 = "eb9058c3a382ffc7106e4002c42a8d85"  # torchvision's CIFAR100.tgz_md5
+LAYOUT = ("<data_root>/cifar-100-python/{train,test,meta} (the 'python version' archive, "
+          "extracted; or run with --download)")
+
+
+class CifarImages(Dataset):
+    """``(transform(PIL image), label)`` over ``(n, 32, 32, 3)`` uint8 images."""
+
+    def __init__(self, images: np.ndarray, targets: list[int], transform):
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[index])), self.targets[index]
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ValueError(f"cifar100: {path} is not a CIFAR pickle ({exc}); expected layout: "
+                         f"{LAYOUT}") from None
+
+
+def read_split(path: Path) -> tuple[np.ndarray, list[int]]:
+    """Images ``(n, 32, 32, 3)`` uint8 and fine labels of one pickle."""
+    entry = _unpickle(path)
+    try:
+        images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = [int(y) for y in entry["fine_labels"]]
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"cifar100: {path} lacks 'data' (n x 3072 bytes) or 'fine_labels' "
+                         f"({exc}); expected layout: {LAYOUT}") from None
+    if len(images) != len(labels):
+        raise ValueError(f"cifar100: {path} has {len(images)} images and {len(labels)} labels")
+    return np.ascontiguousarray(images), labels
+
+
+def download(root: str) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+    download_and_extract_archive(URL, root, filename="cifar-100-python.tar.gz", md5=MD5)
 
 
 @register("cifar100")
@@ -17,16 +69,18 @@ class Cifar100:
     img_size = None
 
     def load(self, config: "Config") -> LoadedDataset:
-        from torchvision.datasets import CIFAR100
-
         root = require_root(config)
         folder = Path(root) / "cifar-100-python"
-        if not config.download and not all((folder / f).is_file() for f in ("train", "test", "meta")):
-            raise FileNotFoundError(
-                f"CIFAR-100 not found under {root}: expected {folder}/train, test and meta (the "
-                "'python version' archive from the CIFAR site, extracted into data_root), or pass "
-                "run with --download on a machine with internet")
-        train_tf, test_tf = default_image_transforms(config.img_size or 224)
-        train = CIFAR100(root, train=True, transform=train_tf, download=config.download)
-        test = CIFAR100(root, train=False, transform=test_tf, download=False)
-        return LoadedDataset(train, test, list(train.classes), train.targets, test.targets)
+        if config.download and not (folder / "meta").is_file():
+            download(root)
+        for name in ("train", "test", "meta"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"cifar100: {folder / name} is missing; expected layout: "
+                                        f"{LAYOUT} (docs/datasets.md)")
+        (train_x, train_y), (test_x, test_y) = read_split(folder / "train"), read_split(folder / "test")
+        names = _unpickle(folder / "meta").get("fine_label_names")
+        if not isinstance(names, list) or len(names) != 100:
+            raise ValueError(f"cifar100: {folder / 'meta'} lacks the 100 'fine_label_names'")
+        train_tf, test_tf = transforms_for("default", config)
+        return LoadedDataset(CifarImages(train_x, train_y, train_tf),
+                             CifarImages(test_x, test_y, test_tf), names, train_y, test_y)

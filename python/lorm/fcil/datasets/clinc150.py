@@ -102,10 +102,9 @@ def locate(data_root: str | None, download: bool) -> Path:
 
 @register("clinc150")
 class Clinc150:
-    """The registry's reader: texts for the backbone to tokenise; tasks in label order."""
+    """The registry's reader: texts for the backbone to tokenise."""
 
     img_size = None
-    label_order = True
 
     def load(self, config) -> LoadedDataset:
         train, test, intents = read(locate(config.data_root, config.download))

@@ -1,43 +1,53 @@
-"""``root/train/<class>/<image>`` and ``root/test/<class>/<image>`` folders."""
+"""``train/<class>/<image>`` and ``test/<class>/<image>`` folders: the generic
+``image-folder`` dataset (under ``data_root``) and ImageNet-A (the authors' archive:
+``data_root/imagenet-a/{train,test}``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import LoadedDataset, add_reader, require_root
-from .transforms import default_image_transforms
+from . import LoadedDataset, register, require_root
+from .images import ImageFiles
+from .transforms import transforms_for
 
 if TYPE_CHECKING:
     from ..config import Config
 
 
-def load_image_folders(name: str, root: str, img_size: int) -> LoadedDataset:
-    """Train and test folders with the same class folders, labels in sorted folder order."""
+def load_image_folders(name: str, root: Path, recipe: str, config: "Config") -> LoadedDataset:
+    """Train and test folders with the same class folders; labels in sorted folder order
+    (torchvision's ImageFolder, as fed-mammoth's seq_imageneta.py MyImageNetA)."""
     from torchvision.datasets import ImageFolder
 
-    layout = (f"expected {root}/train/<class>/<image> and {root}/test/<class>/<image> "
-              "with the same class folders (docs/datasets.md)")
+    layout = (f"{root}/train/<class>/<image> and {root}/test/<class>/<image> "
+              "with the same class folders")
     for split in ("train", "test"):
-        if not (Path(root) / split).is_dir():
-            raise FileNotFoundError(f"{name}: {Path(root) / split} is missing; {layout}")
-    train_tf, test_tf = default_image_transforms(img_size)
-    train = ImageFolder(str(Path(root) / "train"), transform=train_tf)
-    test = ImageFolder(str(Path(root) / "test"), transform=test_tf)
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"{name}: {root / split} is missing; expected layout: "
+                                    f"{layout} (docs/datasets.md)")
+    train, test = ImageFolder(str(root / "train")), ImageFolder(str(root / "test"))
     if train.classes != test.classes:
-        raise ValueError(f"{name}: train and test class folders differ under {root}; {layout}")
-    return LoadedDataset(train, test, list(train.classes), train.targets, test.targets)
+        raise ValueError(f"{name}: train and test class folders differ under {root}; "
+                         f"expected layout: {layout}")
+    train_tf, test_tf = transforms_for(recipe, config)
+    return LoadedDataset(ImageFiles([Path(p) for p, _ in train.samples], train.targets, train_tf),
+                         ImageFiles([Path(p) for p, _ in test.samples], test.targets, test_tf),
+                         list(train.classes), train.targets, test.targets)
 
 
-class ImageFolderReader:
+@register("image-folder")
+class GenericImageFolder:
     img_size = None
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def load(self, config: "Config") -> LoadedDataset:
+        return load_image_folders("image-folder", Path(require_root(config)), "default", config)
+
+
+@register("imagenet-a")
+class ImageNetA:
+    img_size = None
 
     def load(self, config: "Config") -> LoadedDataset:
-        return load_image_folders(self.name, require_root(config), config.img_size or 224)
-
-
-for _name in ("image-folder", "imagenet-r", "imagenet-a", "cub200", "cars196", "eurosat"):
-    add_reader(_name, ImageFolderReader(_name))
+        root = Path(require_root(config)) / "imagenet-a"
+        return load_image_folders("imagenet-a", root, "imagenet-a", config)
