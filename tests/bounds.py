@@ -64,16 +64,29 @@ def solve_eta(d: int, dtype: torch.dtype = torch.float64) -> float:
     return d * gamma(3 * d + 1, dtype)
 
 
-def spd_solve_bound(q: torch.Tensor, dtype: torch.dtype = torch.float64) -> float:
-    """Normwise relative forward error bound of solving X q = p, q (..., d, d) SPD, the
-    largest over a batch: kappa eta / (1 - kappa eta) (perturbation bound, Higham 7.2).
-    Infinite when it says nothing (kappa eta >= 1: the data do not determine X)."""
+def condition_number(q: torch.Tensor) -> float:
+    """kappa_2 of symmetric q (..., d, d), the largest over a batch; inf when singular."""
     eigenvalues = torch.linalg.eigvalsh(q.double())
     smallest, largest = eigenvalues[..., 0], eigenvalues[..., -1]
     if (smallest <= 0).any():
         return float("inf")
-    k_eta = (largest / smallest).max().item() * solve_eta(q.shape[-1], dtype)
+    return (largest / smallest).max().item()
+
+
+def spd_solve_bound(q: torch.Tensor, dtype: torch.dtype = torch.float64) -> float:
+    """Normwise relative forward error bound of solving X q = p, q (..., d, d) SPD, the
+    largest over a batch: kappa eta / (1 - kappa eta) (perturbation bound, Higham 7.2).
+    Infinite when it says nothing (kappa eta >= 1: the data do not determine X)."""
+    k_eta = condition_number(q) * solve_eta(q.shape[-1], dtype)
     return k_eta / (1 - k_eta) if k_eta < 1 else float("inf")
+
+
+def assert_bound_tells_float32_apart(q: torch.Tensor, bound: float) -> None:
+    """A float64 bound is only a test of float64 accuracy if an answer of float32
+    accuracy would break it: a float32 solve's error is of the size kappa u_32 (first
+    order, the same perturbation bound), so the bound must lie below that."""
+    assert bound < condition_number(q) * unit_roundoff(torch.float32), (
+        f"bound {bound:.2e} would not tell a float32 answer from a float64 one")
 
 
 def assert_pinv_solution(x: torch.Tensor, q: torch.Tensor, p: torch.Tensor, terms: int = 1,

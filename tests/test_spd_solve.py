@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lorm_ext
-from bounds import assert_pinv_solution, gamma, spd_solve_bound, unit_roundoff
+from bounds import assert_bound_tells_float32_apart, assert_pinv_solution, gamma, spd_solve_bound, unit_roundoff
 from conftest import devices
 
 
@@ -43,10 +43,10 @@ def relative_error(x: torch.Tensor, ref: torch.Tensor) -> float:
 def agreement_bound(q: torch.Tensor) -> float:
     """How far two backward-stable float64 solves of X q = p may be apart, normwise and
     relative to one of them: each is within b = spd_solve_bound(q) of the exact X (ours,
-    and pinv's eigendecomposition), so 2 b / (1 - b). Asserted below float32's u, so an
-    answer of float32 accuracy (an unrefined float32 factor) cannot pass."""
+    and pinv's eigendecomposition), so 2 b / (1 - b); below a float32 answer's error, so
+    an unrefined float32 factor cannot pass."""
     bound = spd_solve_bound(q)
-    assert bound < unit_roundoff(torch.float32), f"the test's q is too ill-conditioned: {bound}"
+    assert_bound_tells_float32_apart(q, 2 * bound / (1 - bound))
     return 2 * bound / (1 - bound)
 
 
