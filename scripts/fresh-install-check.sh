@@ -8,6 +8,8 @@
 #   2. the toolkit made unusable (CUDA_HOME an empty folder, no nvcc on PATH): the
 #      install must still succeed, CPU-only, and pip's output must show the warning.
 # This script does not source scripts/env.sh, and strips its exports from the build.
+# It installs from a copy of the checkout (tracked and untracked, not ignored, files),
+# as a new user's clone has no build/ folder and no _build_info.py of ours.
 #
 # Knobs (environment): LORM_FRESH_DIR (work folder, default build/fresh-install),
 # LORM_FRESH_TORCH (default 2.13.0), LORM_PYTHON (the interpreter for the venv).
@@ -26,7 +28,9 @@ op_tests=(tests/test_gram_update.py tests/test_lowrank_gram_update.py tests/test
           tests/test_build.py)
 fallback_warning="WARNING: lorm_ext is built WITHOUT its CUDA kernels"
 
-rm -rf "$work" && mkdir -p "$work/outside"
+rm -rf "$work" && mkdir -p "$work/outside" "$work/src"
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - --) \
+  | tar -xf - -C "$work/src"
 log "fresh venv with torch $torch_version"
 "${LORM_PYTHON:-$(command -v python3.11 || command -v python3)}" -m venv "$venv"
 "$venv/bin/pip" install -q "torch==$torch_version" pytest hypothesis
@@ -38,7 +42,8 @@ install() {
   local label=$1; shift
   log "$label: pip install -v . (isolated build, scrubbed environment${*:+, $*})"
   local start=$SECONDS
-  (cd "$ROOT" && "${scrubbed[@]}" "$@" "$venv/bin/pip" install -v -c "$work/keep-torch.txt" .) \
+  rm -rf "$work/src/build" "$work/src/lorm_ext/_build_info.py"  # as in a fresh clone
+  (cd "$work/src" && "${scrubbed[@]}" "$@" "$venv/bin/pip" install -v -c "$work/keep-torch.txt" .) \
       > "$work/$label.log" 2>&1 || { tail -n 60 "$work/$label.log"; log "$label: pip install failed"; exit 1; }
   log "$label: installed in $((SECONDS - start)) s"
 }
@@ -64,7 +69,7 @@ PY
     [ "$isa" = baseline ] && extra=(LORM_CPU_BASELINE=1)
     log "op tests against the installed package, CPU loops: $isa"
     (cd "$work/outside" && "${scrubbed[@]}" LORM_EXPECT_BACKEND=cpu "${extra[@]}" \
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider "${op_tests[@]/#/$ROOT/}")
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider "${op_tests[@]/#/$work/src/}")
   done
 }
 
