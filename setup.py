@@ -1,8 +1,11 @@
 """Builds lorm and its compiled extension modules against the LibTorch stable ABI.
 
 lorm_ext._C (schemas and CPU kernels) is always built; lorm_ext._cuda (CUDA kernels)
-when torch has CUDA and a CUDA toolkit is found (FORCE_CUDA=1 insists, FORCE_ONLY_CPU=1
-skips it). Both use only the stable ABI with TORCH_TARGET_VERSION 2.11 and the limited
+when torch has CUDA and a usable CUDA toolkit is found (CUDA_HOME, CUDA_PATH, else the
+real folder behind the nvcc on PATH). When it cannot be built, for any reason, the
+default is a CPU-only build with one warning; FORCE_CUDA=1 makes that an error and
+FORCE_ONLY_CPU=1 skips the CUDA kernels quietly. lorm_ext/_build_info.py records why.
+Both use only the stable ABI with TORCH_TARGET_VERSION 2.11 and the limited
 Python API, so one build imports under every torch from 2.11 on and every CPython from
 3.10 on: plain `pip install .` (torch fetched into pip's throw-away build env) and
 `pip install --no-build-isolation .` (the torch already installed) give the same result.
@@ -11,6 +14,7 @@ Python API, so one build imports under every torch from 2.11 on and every CPytho
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +55,10 @@ def toolkit_root_from_nvcc() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"_HERE_=(\S+)", out.stdout + out.stderr)
-    return str(Path(match.group(1)).parent) if match else None
+    if match:
+        return str(Path(match.group(1)).parent)
+    nvcc = shutil.which("nvcc")  # an nvcc without _HERE_: follow symbolic links instead
+    return str(Path(nvcc).resolve().parent.parent) if nvcc else None
 
 
 def find_cuda_home() -> tuple[str, str]:

@@ -133,6 +133,15 @@ def test_toolkit_is_asked_of_a_wrapper_nvcc(setup_py, tmp_path, monkeypatch):
     assert setup_py.find_cuda_home() == ("/from/cuda-path", "CUDA_PATH")
 
 
+def test_nvcc_without_here_line_is_followed_through_links(setup_py, tmp_path, monkeypatch):
+    toolkit = fake_toolkit(tmp_path / "cuda-13.0", "13.0")
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "nvcc").symlink_to(toolkit / "bin" / "nvcc")
+    monkeypatch.setenv("PATH", str(on_path))
+    assert setup_py.find_cuda_home() == (str(toolkit.resolve()), "nvcc --dryrun")
+
+
 def test_use_toolkit_overrides_cpp_extensions_early_guess(setup_py, monkeypatch):
     import torch.utils.cpp_extension as cpp_extension
     monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/wrong/guess")
