@@ -12,7 +12,8 @@
 # as a new user's clone has no build/ folder and no _build_info.py of ours.
 #
 # Knobs (environment): LORM_FRESH_DIR (work folder, default build/fresh-install),
-# LORM_FRESH_TORCH (default 2.13.0), LORM_PYTHON (the interpreter for the venv).
+# LORM_FRESH_TORCH (default 2.13.0), LORM_PYTHON (the interpreter for the venv),
+# LORM_FRESH_CASES (default "as-is no-toolkit": which of the two installs to check).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=${LORM_FRESH_DIR:-$ROOT/build/fresh-install}
@@ -74,22 +75,35 @@ PY
 }
 
 # 1. As the machine is. A toolkit counts as usable when an nvcc is on PATH.
-expect_cuda=no
-command -v nvcc >/dev/null 2>&1 && expect_cuda=yes
-install as-is
-if grep -q "$fallback_warning" "$work/as-is.log"; then
-  [ "$expect_cuda" = no ] || { grep -A2 "$fallback_warning" "$work/as-is.log"; log "unexpected fallback"; exit 1; }
-fi
-check_installed "$expect_cuda" default baseline
+check_as_is() {
+  local expect_cuda=no
+  command -v nvcc >/dev/null 2>&1 && expect_cuda=yes
+  install as-is
+  if grep -q "$fallback_warning" "$work/as-is.log"; then
+    [ "$expect_cuda" = no ] || { grep -A2 "$fallback_warning" "$work/as-is.log"; log "unexpected fallback"; exit 1; }
+  fi
+  check_installed "$expect_cuda" default baseline
+}
 
 # 2. The toolkit unusable: CUDA_HOME an empty folder, and no folder with nvcc on PATH.
-mkdir -p "$work/empty-cuda"
-path_without_nvcc=$(printf '%s' "$PATH" | tr ':' '\n' | while read -r dir; do
-  [ -n "$dir" ] && [ ! -e "$dir/nvcc" ] && printf '%s:' "$dir"; done)
-"$venv/bin/pip" uninstall -q -y lorm
-install no-toolkit CUDA_HOME="$work/empty-cuda" PATH="${path_without_nvcc%:}"
-grep -q "$fallback_warning" "$work/no-toolkit.log" \
-  || { tail -n 40 "$work/no-toolkit.log"; log "no fallback warning in pip's output"; exit 1; }
-log "the warning pip showed: $(grep -m1 "$fallback_warning" "$work/no-toolkit.log")"
-check_installed no default
-log "both installs passed"
+check_no_toolkit() {
+  mkdir -p "$work/empty-cuda"
+  local path_without_nvcc
+  path_without_nvcc=$(printf '%s' "$PATH" | tr ':' '\n' | while read -r dir; do
+    [ -n "$dir" ] && [ ! -e "$dir/nvcc" ] && printf '%s:' "$dir"; done)
+  "$venv/bin/pip" uninstall -q -y lorm 2>/dev/null || true
+  install no-toolkit CUDA_HOME="$work/empty-cuda" PATH="${path_without_nvcc%:}"
+  grep -q "$fallback_warning" "$work/no-toolkit.log" \
+    || { tail -n 40 "$work/no-toolkit.log"; log "no fallback warning in pip's output"; exit 1; }
+  log "the warning pip showed: $(grep -m1 "$fallback_warning" "$work/no-toolkit.log")"
+  check_installed no default
+}
+
+for case in ${LORM_FRESH_CASES:-as-is no-toolkit}; do
+  case $case in
+    as-is) check_as_is ;;
+    no-toolkit) check_no_toolkit ;;
+    *) log "LORM_FRESH_CASES: unknown case $case (as-is, no-toolkit)"; exit 2 ;;
+  esac
+done
+log "passed: ${LORM_FRESH_CASES:-as-is no-toolkit}"
