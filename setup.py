@@ -124,11 +124,12 @@ def warn_no_cuda(cause: str) -> None:
           f"{FORCE_HINT}\n", file=sys.stderr, flush=True)
 
 
-def cuda_plan() -> tuple[bool, str]:
-    """(build the CUDA kernels?, why): FORCE_ONLY_CPU=1 skips them, FORCE_CUDA=1 insists
-    (exits naming the cause), otherwise they are built when the toolkit is usable."""
+def cuda_plan() -> tuple[bool, str, bool]:
+    """(build the CUDA kernels?, why, warn?): FORCE_ONLY_CPU=1 skips them, FORCE_CUDA=1
+    insists (exits naming the cause), otherwise they are built when the toolkit is usable.
+    The warning is left to build_ext: pip runs setup.py several times per install."""
     if truthy("FORCE_ONLY_CPU"):
-        return False, "FORCE_ONLY_CPU=1"
+        return False, "FORCE_ONLY_CPU=1", False
     try:
         home, found = usable_toolkit()
     except NoCuda as exc:
@@ -136,12 +137,9 @@ def cuda_plan() -> tuple[bool, str]:
             sys.exit(f"FORCE_CUDA=1 but the CUDA kernels cannot be built: {exc}. Export "
                      "CUDA_HOME=<toolkit folder> (the one holding bin/nvcc and include/), or unset "
                      "FORCE_CUDA to fall back to a CPU-only build.")
-        if torch.version.cuda is None:  # a CPU torch: nothing to warn about
-            return False, str(exc)
-        warn_no_cuda(str(exc))
-        return False, str(exc)
+        return False, str(exc), torch.version.cuda is not None  # a CPU torch: no warning
     use_toolkit(home)
-    return True, found + (" (FORCE_CUDA=1)" if truthy("FORCE_CUDA") else "")
+    return True, found + (" (FORCE_CUDA=1)" if truthy("FORCE_CUDA") else ""), False
 
 
 def nvidia_wheel_dirs() -> tuple[list[str], list[str]]:
@@ -233,12 +231,13 @@ def cuda_extension() -> Extension:
     )
 
 
-def lorm_build_ext(build_ext_class, with_cuda: bool, cuda_reason: str):
+def lorm_build_ext(build_ext_class, with_cuda: bool, cuda_reason: str, warn: bool = False):
     """build_ext that (1) keeps object files in build/ of the source tree, one folder per
     extension module (their shared sources compile with different flags), so ninja only
     recompiles what changed; (2) in the default mode, turns a failed build of lorm_ext._cuda
-    into a CPU-only build with one warning (FORCE_CUDA=1: the failure stands); (3) writes
-    _build_info.py with the outcome."""
+    into a CPU-only build with one warning (FORCE_CUDA=1: the failure stands), and gives
+    the warning of a planned fallback (`warn`) once, when the extensions are built; (3)
+    writes _build_info.py with the outcome."""
 
     class LormBuildExt(build_ext_class):
         def build_extension(self, ext):
@@ -257,6 +256,8 @@ def lorm_build_ext(build_ext_class, with_cuda: bool, cuda_reason: str):
 
         def run(self):
             self.cuda_failure = None
+            if warn:
+                warn_no_cuda(cuda_reason)
             super().run()
             built = with_cuda and self.cuda_failure is None
             packages = [] if self.inplace else [Path(self.build_lib, "lorm_ext")]
@@ -270,13 +271,13 @@ def main() -> None:
     if torch_release(torch.__version__) < TARGET_TORCH:
         sys.exit(f"lorm needs torch >= {TARGET_TORCH[0]}.{TARGET_TORCH[1]} to build "
                  f"(its stable ABI target); found torch {torch.__version__}")
-    with_cuda, cuda_reason = cuda_plan()  # before anything imports torch.utils.cpp_extension
+    with_cuda, cuda_reason, warn = cuda_plan()  # before anything imports torch.utils.cpp_extension
     from torch.utils.cpp_extension import BuildExtension
 
     write_build_info(with_cuda, cuda_reason)  # build_py copies it; build_ext rewrites the outcome
     extensions = [cpu_extension()] + ([cuda_extension()] if with_cuda else [])
     setup(ext_modules=extensions,
-          cmdclass={"build_ext": lorm_build_ext(BuildExtension, with_cuda, cuda_reason)},
+          cmdclass={"build_ext": lorm_build_ext(BuildExtension, with_cuda, cuda_reason, warn)},
           options={"bdist_wheel": {"py_limited_api": "cp310"}})
 
 

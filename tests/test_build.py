@@ -160,14 +160,21 @@ needs_cuda_torch = pytest.mark.skipif(torch.version.cuda is None, reason="needs 
     ("no headers", "has no include/cuda_runtime.h"),
 ])
 def test_unusable_toolkit_falls_back_with_one_warning(setup_py, tmp_path, monkeypatch, capsys, case, cause):
+    """The plan says why; the warning comes once, from build_ext (pip runs setup.py
+    several times per install, build_ext once)."""
     home = tmp_path / "cuda"
     if case == "empty":
         home.mkdir()
     else:
         fake_toolkit(home, "11.8" if case == "old" else torch.version.cuda, headers=case != "no headers")
     monkeypatch.setenv("CUDA_HOME", str(home))
-    with_cuda, reason = setup_py.cuda_plan()
-    assert not with_cuda and cause in reason and str(home) in reason
+    monkeypatch.setattr(setup_py, "ROOT", tmp_path)  # build_ext writes _build_info.py here
+    with_cuda, reason, warn = setup_py.cuda_plan()
+    assert not with_cuda and warn and cause in reason and str(home) in reason
+    assert capsys.readouterr().err == ""
+    build = setup_py.lorm_build_ext(FakeBuildExt, False, reason, warn)(tmp_path / "build")
+    build.extensions = build.extensions[:1]  # a CPU-only build has no lorm_ext._cuda
+    build.run()
     warning = capsys.readouterr().err
     assert warning.count("WARNING") == 1 and "WITHOUT its CUDA kernels" in warning and cause in warning
     assert "FORCE_CUDA=1" in warning and "FORCE_ONLY_CPU=1" in warning
@@ -183,15 +190,15 @@ def test_matching_toolkit_is_used_and_named(setup_py, tmp_path, monkeypatch, cap
     monkeypatch.setattr(cpp_extension, "CUDA_HOME", cpp_extension.CUDA_HOME)
     home = fake_toolkit(tmp_path / "cuda", torch.version.cuda)
     monkeypatch.setenv("CUDA_HOME", str(home))
-    with_cuda, reason = setup_py.cuda_plan()
-    assert with_cuda and f"CUDA {torch.version.cuda} toolkit {home} (from CUDA_HOME)" in reason
+    with_cuda, reason, warn = setup_py.cuda_plan()
+    assert with_cuda and not warn and f"CUDA {torch.version.cuda} toolkit {home} (from CUDA_HOME)" in reason
     assert cpp_extension.CUDA_HOME == str(home)
     assert capsys.readouterr().err == ""
 
 
 def test_force_only_cpu_skips_cuda_without_a_warning(setup_py, monkeypatch, capsys):
     monkeypatch.setenv("FORCE_ONLY_CPU", "1")
-    assert setup_py.cuda_plan() == (False, "FORCE_ONLY_CPU=1")
+    assert setup_py.cuda_plan() == (False, "FORCE_ONLY_CPU=1", False)
     assert capsys.readouterr().err == ""
 
 
