@@ -1,8 +1,11 @@
 """Builds lorm and its compiled extension modules against the LibTorch stable ABI.
 
 lorm_ext._C (schemas and CPU kernels) is always built; lorm_ext._cuda (CUDA kernels)
-when torch has CUDA and a CUDA toolkit is found (FORCE_CUDA=1 insists, FORCE_ONLY_CPU=1
-skips it). Both use only the stable ABI with TORCH_TARGET_VERSION 2.11 and the limited
+when torch has CUDA and a usable CUDA toolkit is found (CUDA_HOME, CUDA_PATH, else the
+real folder behind the nvcc on PATH). When it cannot be built, for any reason, the
+default is a CPU-only build with one warning; FORCE_CUDA=1 makes that an error and
+FORCE_ONLY_CPU=1 skips the CUDA kernels quietly. lorm_ext/_build_info.py records why.
+Both use only the stable ABI with TORCH_TARGET_VERSION 2.11 and the limited
 Python API, so one build imports under every torch from 2.11 on and every CPython from
 3.10 on: plain `pip install .` (torch fetched into pip's throw-away build env) and
 `pip install --no-build-isolation .` (the torch already installed) give the same result.
@@ -11,6 +14,7 @@ Python API, so one build imports under every torch from 2.11 on and every CPytho
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,39 +42,104 @@ def truthy(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+class NoCuda(Exception):
+    """Why the CUDA kernels cannot be built here (one line, shown to the user)."""
+
+
 def toolkit_root_from_nvcc() -> str | None:
-    """The CUDA toolkit folder, asked of nvcc itself (the nvcc on PATH may be a wrapper)."""
+    """The CUDA toolkit folder, asked of the nvcc on PATH: `nvcc --dryrun` prints
+    `#$ _HERE_=<bin>` of the real toolkit even when that nvcc is a wrapper script."""
     try:
         out = subprocess.run(["nvcc", "--dryrun", "-c", "-x", "cu", os.devnull],
                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r"_HERE_=(\S+)", out.stdout + out.stderr)
-    return str(Path(match.group(1)).parent) if match else None
+    if match:
+        return str(Path(match.group(1)).parent)
+    nvcc = shutil.which("nvcc")  # an nvcc without _HERE_: follow symbolic links instead
+    return str(Path(nvcc).resolve().parent.parent) if nvcc else None
 
 
-def find_cuda_home() -> str | None:
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or toolkit_root_from_nvcc()
+def find_cuda_home() -> tuple[str, str]:
+    """(toolkit folder, where it came from); raises NoCuda when there is none."""
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    home = toolkit_root_from_nvcc()
     if home is None:
-        return None
+        raise NoCuda("no CUDA toolkit found (no CUDA_HOME, CUDA_PATH or nvcc on PATH)")
+    return home, "nvcc --dryrun"
+
+
+def toolkit_version(home: str) -> str:
+    """The toolkit's CUDA release ("13.0") from its own nvcc."""
+    try:
+        out = subprocess.run([str(Path(home, "bin", "nvcc")), "--version"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NoCuda(f"{home}/bin/nvcc does not run: {exc}") from exc
+    match = re.search(r"release (\d+\.\d+)", out)
+    if match is None:
+        raise NoCuda(f"{home}/bin/nvcc --version names no CUDA release")
+    return match.group(1)
+
+
+def usable_toolkit() -> tuple[str, str]:
+    """(toolkit folder, one line on how it was found) for the CUDA kernels, checked the way
+    the build will need it; raises NoCuda naming the first thing missing."""
+    if torch.version.cuda is None:
+        raise NoCuda(f"torch {torch.__version__} was built without CUDA")
+    home, source = find_cuda_home()
     if not Path(home, "bin", "nvcc").exists():
-        sys.exit(f"CUDA_HOME={home} has no bin/nvcc: export CUDA_HOME as the CUDA toolkit folder "
-                 "(the one holding bin/nvcc and lib64/libcudart.so)")
-    os.environ["CUDA_HOME"] = home  # read by torch.utils.cpp_extension at import
-    return home
+        raise NoCuda(f"the CUDA toolkit folder {home} (from {source}) has no bin/nvcc")
+    for header in ("cuda_runtime.h", "crt/host_defines.h"):
+        if not Path(home, "include", header).exists():
+            raise NoCuda(f"the CUDA toolkit {home} (from {source}) has no include/{header}")
+    version = toolkit_version(home)
+    if version.split(".")[0] != torch.version.cuda.split(".")[0]:
+        raise NoCuda(f"the CUDA toolkit {home} is CUDA {version} but torch {torch.__version__} "
+                     f"uses CUDA {torch.version.cuda} (the major versions must match)")
+    if not nvidia_wheel_dirs()[0] and not Path(home, "include", "cusolverDn.h").exists():
+        raise NoCuda(f"no cusolverDn.h, neither in torch's nvidia-* wheels nor in {home}/include")
+    return home, f"CUDA {version} toolkit {home} (from {source})"
 
 
-def want_cuda() -> bool:
+def use_toolkit(home: str) -> None:
+    """Points torch.utils.cpp_extension at home. It fixes its module-level CUDA_HOME when
+    first imported (from the environment or the folder above `which nvcc`, a wrapper's
+    folder here), so both the variable and the module attribute are set."""
+    os.environ["CUDA_HOME"] = home
+    import torch.utils.cpp_extension as cpp_extension
+    cpp_extension.CUDA_HOME = home
+
+
+FORCE_HINT = ("Set FORCE_CUDA=1 to make this an error, or FORCE_ONLY_CPU=1 to build "
+              "without CUDA kernels and without this warning.")
+
+
+def warn_no_cuda(cause: str) -> None:
+    """The one warning of a default build that falls back to CPU-only."""
+    print(f"\nWARNING: lorm_ext is built WITHOUT its CUDA kernels (CPU kernels only): {cause}. "
+          f"{FORCE_HINT}\n", file=sys.stderr, flush=True)
+
+
+def cuda_plan() -> tuple[bool, str, bool]:
+    """(build the CUDA kernels?, why, warn?): FORCE_ONLY_CPU=1 skips them, FORCE_CUDA=1
+    insists (exits naming the cause), otherwise they are built when the toolkit is usable.
+    The warning is left to build_ext: pip runs setup.py several times per install."""
     if truthy("FORCE_ONLY_CPU"):
-        return False
-    has_cuda_torch = torch.version.cuda is not None
-    if truthy("FORCE_CUDA"):
-        if not has_cuda_torch:
-            sys.exit(f"FORCE_CUDA=1 but torch {torch.__version__} was built without CUDA")
-        if find_cuda_home() is None:
-            sys.exit("FORCE_CUDA=1 but no CUDA toolkit was found: export CUDA_HOME=<toolkit folder>")
-        return True
-    return has_cuda_torch and find_cuda_home() is not None
+        return False, "FORCE_ONLY_CPU=1", False
+    try:
+        home, found = usable_toolkit()
+    except NoCuda as exc:
+        if truthy("FORCE_CUDA"):
+            sys.exit(f"FORCE_CUDA=1 but the CUDA kernels cannot be built: {exc}. Export "
+                     "CUDA_HOME=<toolkit folder> (the one holding bin/nvcc and include/), or unset "
+                     "FORCE_CUDA to fall back to a CPU-only build.")
+        return False, str(exc), torch.version.cuda is not None  # a CPU torch: no warning
+    use_toolkit(home)
+    return True, found + (" (FORCE_CUDA=1)" if truthy("FORCE_CUDA") else ""), False
 
 
 def nvidia_wheel_dirs() -> tuple[list[str], list[str]]:
@@ -102,14 +171,23 @@ def torch_release(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def write_build_info(with_cuda: bool) -> None:
+def build_info_text(with_cuda: bool, cuda_reason: str) -> str:
     cuda = repr(torch.version.cuda) if with_cuda else "None"
-    Path(ROOT, "lorm_ext", "_build_info.py").write_text(
-        '"""Written by setup.py: what lorm_ext\'s compiled modules need."""\n'
-        f"TARGET_TORCH = {TARGET_TORCH!r}  # the oldest torch they import under\n"
-        f"BUILT_WITH_TORCH = {torch.__version__!r}\n"
-        f"CUDA_VERSION = {cuda}  # of lorm_ext._cuda; None when it was not built\n"
-        f"WITH_CUDA = {with_cuda}\n")
+    return ('"""Written by setup.py: what lorm_ext\'s compiled modules need, and why the CUDA '
+            'kernels were or were not built."""\n'
+            f"TARGET_TORCH = {TARGET_TORCH!r}  # the oldest torch they import under\n"
+            f"BUILT_WITH_TORCH = {torch.__version__!r}\n"
+            f"CUDA_VERSION = {cuda}  # of lorm_ext._cuda; None when it was not built\n"
+            f"WITH_CUDA = {with_cuda}\n"
+            f"CUDA_REASON = {cuda_reason!r}  # the toolkit used, or why there are no CUDA kernels\n")
+
+
+def write_build_info(with_cuda: bool, cuda_reason: str, *package_dirs: Path) -> None:
+    """lorm_ext/_build_info.py in the source tree and in each given package folder (the
+    build's copy, which build_py made before the extensions were compiled)."""
+    for folder in (Path(ROOT, "lorm_ext"), *package_dirs):
+        if folder.is_dir():
+            (folder / "_build_info.py").write_text(build_info_text(with_cuda, cuda_reason))
 
 
 def stable_flags() -> list[str]:
@@ -153,32 +231,55 @@ def cuda_extension() -> Extension:
     )
 
 
-def separate_build_dirs(build_ext_class, with_cuda: bool):
-    """build_ext whose object files live in build/ of the source tree, one folder per
-    extension module (their shared sources compile with different flags), so ninja
-    only recompiles what changed (editable installs would otherwise use a temp dir)."""
+def lorm_build_ext(build_ext_class, with_cuda: bool, cuda_reason: str, warn: bool = False):
+    """build_ext that (1) keeps object files in build/ of the source tree, one folder per
+    extension module (their shared sources compile with different flags), so ninja only
+    recompiles what changed; (2) in the default mode, turns a failed build of lorm_ext._cuda
+    into a CPU-only build with one warning (FORCE_CUDA=1: the failure stands), and gives
+    the warning of a planned fallback (`warn`) once, when the extensions are built; (3)
+    writes _build_info.py with the outcome."""
 
-    class SeparateBuildDirs(build_ext_class):
+    class LormBuildExt(build_ext_class):
         def build_extension(self, ext):
             flavour = "cuda" if with_cuda else "cpu"
             self.build_temp = str(ROOT / "build" / f"temp-torch{torch.__version__}-{flavour}" / ext.name)
-            super().build_extension(ext)
+            if ext.name != "lorm_ext._cuda" or truthy("FORCE_CUDA"):
+                return super().build_extension(ext)
+            try:
+                super().build_extension(ext)
+            except Exception as exc:  # noqa: BLE001  (any compile or link error: fall back)
+                self.cuda_failure = f"compiling lorm_ext._cuda failed ({type(exc).__name__}: " \
+                                    f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r})"
+                warn_no_cuda(self.cuda_failure)
+                # a new list (the caller is iterating the old one): nothing copies or lists it
+                self.extensions = [e for e in self.extensions if e is not ext]
 
-    return SeparateBuildDirs.with_options(use_ninja=True)
+        def run(self):
+            self.cuda_failure = None
+            if warn:
+                warn_no_cuda(cuda_reason)
+            super().run()
+            built = with_cuda and self.cuda_failure is None
+            packages = [] if self.inplace else [Path(self.build_lib, "lorm_ext")]
+            write_build_info(built, cuda_reason if self.cuda_failure is None else self.cuda_failure,
+                             *packages)
+
+    return LormBuildExt.with_options(use_ninja=True)
 
 
 def main() -> None:
     if torch_release(torch.__version__) < TARGET_TORCH:
         sys.exit(f"lorm needs torch >= {TARGET_TORCH[0]}.{TARGET_TORCH[1]} to build "
                  f"(its stable ABI target); found torch {torch.__version__}")
+    with_cuda, cuda_reason, warn = cuda_plan()  # before anything imports torch.utils.cpp_extension
     from torch.utils.cpp_extension import BuildExtension
 
-    with_cuda = want_cuda()
-    write_build_info(with_cuda)
+    write_build_info(with_cuda, cuda_reason)  # build_py copies it; build_ext rewrites the outcome
     extensions = [cpu_extension()] + ([cuda_extension()] if with_cuda else [])
     setup(ext_modules=extensions,
-          cmdclass={"build_ext": separate_build_dirs(BuildExtension, with_cuda)},
+          cmdclass={"build_ext": lorm_build_ext(BuildExtension, with_cuda, cuda_reason, warn)},
           options={"bdist_wheel": {"py_limited_api": "cp310"}})
 
 
-main()
+if __name__ == "__main__":  # setuptools runs setup.py as __main__; tests import it
+    main()

@@ -18,7 +18,7 @@ import warnings
 
 import torch
 
-_state: dict[str, str | None] = {"backend": None, "message": None}
+_state: dict[str, str | None] = {"backend": None, "message": None, "explanation": None}
 
 NOT_BUILT = "lorm_ext._C is not built; every op runs lorm_ext.reference (slow)"
 REBUILD = "Reinstall lorm in this environment: pip install ."
@@ -69,26 +69,45 @@ def _import_compiled(name: str) -> None:
         raise ImportError(f"{name} failed to load: {exc}. {REBUILD}") from exc
 
 
-def _load() -> tuple[str, str | None]:
+def _build_info():
+    """The build's record (lorm_ext/_build_info.py), or None when it was never built."""
     try:
-        build_info = importlib.import_module("lorm_ext._build_info")
+        return importlib.import_module("lorm_ext._build_info")
     except ImportError:
-        return "reference", NOT_BUILT
+        return None
+
+
+def _cuda_note(build_info) -> str:
+    """Why the build has CUDA kernels or not, as setup.py recorded it."""
+    reason = getattr(build_info, "CUDA_REASON", None) or "reason not recorded (an older build)"
+    if build_info.WITH_CUDA:
+        return f"CUDA kernels built for CUDA {build_info.CUDA_VERSION} with {reason}"
+    return f"no CUDA kernels in this build: {reason}"
+
+
+def _load() -> tuple[str, str | None, str]:
+    """(backend, why the reference runs or None, one line explaining what loaded)."""
+    build_info = _build_info()
+    if build_info is None:
+        return "reference", NOT_BUILT, NOT_BUILT
     too_old = _too_old(build_info, torch.__version__)
     if too_old:
         raise ImportError(too_old)
     if importlib.util.find_spec("lorm_ext._C") is None:
-        return "reference", NOT_BUILT
+        return "reference", NOT_BUILT, NOT_BUILT
     _import_compiled("lorm_ext._C")
     importlib.import_module("lorm_ext._fake")
-    if not build_info.WITH_CUDA or torch.version.cuda is None:
-        return "cpu", None
+    note = _cuda_note(build_info)
+    if not build_info.WITH_CUDA:
+        return "cpu", None, f"CPU kernels; {note}"
+    if torch.version.cuda is None:
+        return "cpu", None, f"CPU kernels; {note}, not loaded: torch {torch.__version__} has no CUDA"
     mismatch = _cuda_mismatch(build_info, torch.version.cuda)
     if mismatch:
         raise ImportError(mismatch)
     _preload_cuda_libraries()
     _import_compiled("lorm_ext._cuda")
-    return "cuda", None
+    return "cuda", None, f"CPU and CUDA kernels; {note}"
 
 
 def backend() -> str:
@@ -96,7 +115,7 @@ def backend() -> str:
     no CUDA kernels or this torch has no CUDA) or ``"reference"`` (not built: ops run
     the pure-torch oracle)."""
     if _state["backend"] is None:
-        _state["backend"], _state["message"] = _load()
+        _state["backend"], _state["message"], _state["explanation"] = _load()
     return _state["backend"]
 
 
@@ -110,10 +129,12 @@ def cpu_isa() -> str:
     return torch.ops.lorm_ext.cpu_isa()
 
 
-def load_message() -> str | None:
-    """Why the reference backend is in use, or None when the extension loaded."""
+def load_message() -> str:
+    """One line saying what loaded and why: the kernels in use, and why the build has CUDA
+    kernels or not (recorded by setup.py: the toolkit it used, or the cause of a CPU-only
+    build), or why every op runs the reference. ``python -m lorm_ext.info`` prints more."""
     backend()
-    return _state["message"]
+    return _state["explanation"]
 
 
 def warn_if_reference() -> bool:

@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     compiled = lorm_ext.backend() != "reference"
     print(f"lorm_ext backend: {lorm_ext.backend()}  (torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, GPU: {torch.cuda.is_available()})")
-    if not compiled:
-        print(f"note: {lorm_ext.load_message()}")
+    print(f"build: {lorm_ext.load_message()}")
     header = f"{'op':<24} {'runs on':<16} {'ms/call':>10} {'max rel. diff':>14}  shapes"
     print(header)
     print("-" * len(header))

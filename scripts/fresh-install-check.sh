@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The new user's path, not ours: a fresh virtualenv with torch 2.13.0 (CPU), then plain
+# `pip install .` of this checkout (pip's isolated build env, as a user gets it) in an
+# environment scrubbed of everything scripts/env.sh sets, then the op tests against the
+# installed package from outside the source tree. Twice:
+#   1. the machine as it is: the CUDA kernels are built when a toolkit is usable (here:
+#      found through the nvcc wrapper on PATH), and the CPU kernels always;
+#   2. the toolkit made unusable (CUDA_HOME an empty folder, no nvcc on PATH): the
+#      install must still succeed, CPU-only, and pip's output must show the warning.
+# This script does not source scripts/env.sh, and strips its exports from the build.
+# It installs from a copy of the checkout (tracked and untracked, not ignored, files),
+# as a new user's clone has no build/ folder and no _build_info.py of ours.
+#
+# Knobs (environment): LORM_FRESH_DIR (work folder, default build/fresh-install),
+# LORM_FRESH_TORCH (default 2.13.0), LORM_PYTHON (the interpreter for the venv),
+# LORM_FRESH_CASES (default "as-is no-toolkit": which of the two installs to check).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+work=${LORM_FRESH_DIR:-$ROOT/build/fresh-install}
+torch_version=${LORM_FRESH_TORCH:-2.13.0}
+venv=$work/venv
+log() { printf '[fresh-install] %s\n' "$*" >&2; }
+
+# What scripts/env.sh exports (or a developer may have): none of it reaches the build.
+scrubbed=(env -u CUDA_HOME -u CUDA_PATH -u FORCE_CUDA -u FORCE_ONLY_CPU -u MAX_JOBS
+          -u TORCH_CUDA_ARCH_LIST -u LORM_CPU_BASELINE -u LORM_EXPECT_BACKEND)
+op_tests=(tests/test_gram_update.py tests/test_lowrank_gram_update.py tests/test_spd_solve.py
+          tests/test_add_terms.py tests/test_inspect_terms.py tests/test_opcheck.py tests/test_bad_input.py
+          tests/test_build.py)
+fallback_warning="WARNING: lorm_ext is built WITHOUT its CUDA kernels"
+
+rm -rf "$work" && mkdir -p "$work/outside" "$work/src"
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - --) \
+  | tar -xf - -C "$work/src"
+log "fresh venv with torch $torch_version"
+"${LORM_PYTHON:-$(command -v python3.11 || command -v python3)}" -m venv "$venv"
+"$venv/bin/pip" install -q "torch==$torch_version" pytest hypothesis
+echo "torch==$torch_version" > "$work/keep-torch.txt"  # the deps (torchvision) must not replace it
+
+# pip install . in the scrubbed environment ($1: label; the rest: env assignments),
+# output (pip -v shows the build's) in $work/<label>.log.
+install() {
+  local label=$1; shift
+  log "$label: pip install -v . (isolated build, scrubbed environment${*:+, $*})"
+  local start=$SECONDS
+  rm -rf "$work/src/build" "$work/src/lorm_ext/_build_info.py"  # as in a fresh clone
+  (cd "$work/src" && "${scrubbed[@]}" "$@" "$venv/bin/pip" install -v -c "$work/keep-torch.txt" .) \
+      > "$work/$label.log" 2>&1 || { tail -n 60 "$work/$label.log"; log "$label: pip install failed"; exit 1; }
+  log "$label: installed in $((SECONDS - start)) s"
+}
+
+# The installed package, imported from outside the source tree: what it says about
+# itself and whether it has CUDA kernels ($1: yes/no); then the op tests on each build
+# of the CPU vector loops named in $2.. (default, baseline: LORM_CPU_BASELINE=1).
+check_installed() {
+  local expect_cuda=$1; shift
+  (cd "$work/outside" && "${scrubbed[@]}" "$venv/bin/python" - "$expect_cuda" <<'PY'
+import sys
+import torch, lorm_ext
+from lorm_ext import _build_info, info
+assert "site-packages" in lorm_ext.__file__, f"imported {lorm_ext.__file__}, not the installed package"
+assert lorm_ext.backend() == "cpu", (lorm_ext.backend(), lorm_ext.load_message())
+assert _build_info.WITH_CUDA == (sys.argv[1] == "yes"), _build_info.CUDA_REASON
+print("\n".join(info.lines()))
+PY
+  )
+  local isa extra
+  for isa in "$@"; do
+    extra=()
+    [ "$isa" = baseline ] && extra=(LORM_CPU_BASELINE=1)
+    log "op tests against the installed package, CPU loops: $isa"
+    (cd "$work/outside" && "${scrubbed[@]}" LORM_EXPECT_BACKEND=cpu "${extra[@]}" \
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider "${op_tests[@]/#/$work/src/}")
+  done
+}
+
+# 1. As the machine is. A toolkit counts as usable when an nvcc is on PATH.
+check_as_is() {
+  local expect_cuda=no
+  command -v nvcc >/dev/null 2>&1 && expect_cuda=yes
+  install as-is
+  if grep -q "$fallback_warning" "$work/as-is.log"; then
+    [ "$expect_cuda" = no ] || { grep -A2 "$fallback_warning" "$work/as-is.log"; log "unexpected fallback"; exit 1; }
+  fi
+  check_installed "$expect_cuda" default baseline
+}
+
+# 2. The toolkit unusable: CUDA_HOME an empty folder, and no folder with nvcc on PATH.
+check_no_toolkit() {
+  mkdir -p "$work/empty-cuda"
+  local path_without_nvcc
+  path_without_nvcc=$(printf '%s' "$PATH" | tr ':' '\n' | while read -r dir; do
+    [ -n "$dir" ] && [ ! -e "$dir/nvcc" ] && printf '%s:' "$dir"; done)
+  "$venv/bin/pip" uninstall -q -y lorm 2>/dev/null || true
+  install no-toolkit CUDA_HOME="$work/empty-cuda" PATH="${path_without_nvcc%:}"
+  grep -q "$fallback_warning" "$work/no-toolkit.log" \
+    || { tail -n 40 "$work/no-toolkit.log"; log "no fallback warning in pip's output"; exit 1; }
+  log "the warning pip showed: $(grep -m1 "$fallback_warning" "$work/no-toolkit.log")"
+  check_installed no default
+}
+
+for case in ${LORM_FRESH_CASES:-as-is no-toolkit}; do
+  case $case in
+    as-is) check_as_is ;;
+    no-toolkit) check_no_toolkit ;;
+    *) log "LORM_FRESH_CASES: unknown case $case (as-is, no-toolkit)"; exit 2 ;;
+  esac
+done
+log "passed: ${LORM_FRESH_CASES:-as-is no-toolkit}"
