@@ -24,11 +24,13 @@ for kv in "$@"; do overrides="$overrides;$kv"; done
 logs=${LORM_FLOWER_LOGS:-$(mktemp -d -t lorm-flower-XXXXXX)}
 mkdir -p "$logs"
 link=$port health=$((port + 1))  # Flower 1.42: Fleet, Control and Runtime APIs share one HTTP port
-export FLWR_HOME="$logs/flwr-home"        # Flower's config and state stay in here
+# Flower's config and state stay in here; only the processes started below get it, so
+# it also marks every process they spawn, detached or not.
+flwr_home="$logs/flwr-home"
 export FLWR_DISABLE_UPDATE_CHECK=1
 export PATH="$(dirname "$(command -v python)"):$PATH"  # the SuperLink spawns flower-superexec from PATH
-mkdir -p "$FLWR_HOME"
-cat > "$FLWR_HOME/config.toml" <<EOF
+mkdir -p "$flwr_home"
+cat > "$flwr_home/config.toml" <<EOF
 [superlink]
 default = "loopback"
 
@@ -43,9 +45,17 @@ tree() {  # pid: it and every process below it (by parent id), parents first
   echo "$1"
   for child in $(pgrep -P "$1" 2>/dev/null); do tree "$child"; done
 }
+marked() {  # processes carrying this run's FLWR_HOME: spawned by the ones started here
+  local p
+  for p in /proc/[0-9]*; do
+    { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qxF "FLWR_HOME=$flwr_home" && echo "${p#/proc/}"
+  done
+  return 0
+}
 stop_all() {  # every process started here and everything they spawned, by id
   local all=() pid
   for pid in "${pids[@]}"; do all+=($(tree "$pid")); done
+  all+=($(marked))
   [ ${#all[@]} = 0 ] && return 0
   kill -TERM "${all[@]}" 2>/dev/null || true
   for _ in $(seq 50); do
@@ -55,13 +65,16 @@ stop_all() {  # every process started here and everything they spawned, by id
     sleep 0.2
   done
   kill -KILL "${alive[@]}" 2>/dev/null || true
+  sleep 0.5
+  local late=($(marked))  # anything spawned while the others were stopping
+  [ ${#late[@]} = 0 ] || kill -KILL "${late[@]}" 2>/dev/null || true
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 start() {  # log-name command...
   local name=$1; shift
-  "$@" > "$logs/$name.log" 2>&1 &
+  FLWR_HOME="$flwr_home" "$@" > "$logs/$name.log" 2>&1 &
   pids+=($!)
 }
 

@@ -86,5 +86,5 @@ def test_a_failed_deployment_run_stops_every_process_it_started(tmp_path):
     start = time.monotonic()
     done = run_script(tmp_path, ["method=no-such-method"], limit=60)
     assert done.returncode != 0
-    assert time.monotonic() - start < 60 + 60
+    assert time.monotonic() - start < 60 + 180  # the limit, plus starting and stopping
     assert not flower_processes(tmp_path / "logs")
