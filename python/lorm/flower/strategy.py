@@ -38,7 +38,7 @@ from ..aggregate import Aggregator, UpdateRejected
 from ..fcil import loop
 from ..fcil.config import Config
 from ..messages import MalformedUpdate
-from .node import MODEL, RUN, STEP
+from .node import MODEL, RUN, STEP, shard_of_batches
 from .records import content_to_update, tensors_to_record
 from .replies import ReplyStream
 
@@ -136,8 +136,8 @@ class LoRMStrategy(Strategy):
         if not new:
             return
         self.server_round += 1
-        stream = ReplyStream(self.grid, [Message(RecordDict(), n, "query", group_id=str(self.server_round))
-                                         for n in new], self.round_timeout, self.poll)
+        queries = [Message(RecordDict(), n, "query", group_id=str(self.server_round)) for n in new]
+        stream = ReplyStream(self.grid, queries, self.round_timeout, self.poll)
         for reply in stream:
             node = reply.metadata.src_node_id
             try:
@@ -164,7 +164,7 @@ class LoRMStrategy(Strategy):
     def exchange_train(self, task: int, rnd: int | None, clients: list[int]):
         """One round (``rnd``) or task end (``rnd`` None) with ``clients``: configure,
         stream replies into the aggregator, aggregate. Returns the summed Grams of a task end."""
-        run = self.run
+        run, self._grams = self.run, {}
         with_data = [c for c in clients if run.bench.client_indices[task][c]]
         self._step = {"task": task, "round": -1 if rnd is None else rnd, "clients": clients,
                       "targets": self.nodes_for(with_data)}
@@ -258,8 +258,6 @@ class LoRMStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Sums the counts; a share whose node did not answer is counted by the server on
         its own copy of the test data (logged), so the row always covers every sample."""
-        from .node import shard_of_batches
-
         step, run = self._step, self.run
         task, shards = step["task"], step["shards"]
         correct, total = [0] * (task + 1), [0] * (task + 1)
