@@ -8,7 +8,9 @@
 #
 # Knobs (environment): LORM_FLOWER_NODES (3), LORM_FLOWER_PORT (first of 2 + N loopback
 # ports, 19090), LORM_FLOWER_TIMEOUT (seconds for the whole run, 900),
-# LORM_FLOWER_LOGS (folder for the processes' logs; default: a temporary one).
+# LORM_FLOWER_LOGS (folder for the processes' logs; default: a temporary one),
+# LORM_FLOWER_MIN_REPLIES (0: every node) and LORM_FLOWER_ROUND_TIMEOUT (600 s): when a
+# round may go on without a node's reply (docs/flower.md, Faults).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LORM_ROOT"
@@ -104,7 +106,7 @@ lorm_log "SuperLink and $nodes SuperNodes on 127.0.0.1 (logs: $logs); running ex
 
 rm -f "$out/summary.json"
 start flwr-run timeout "$limit" flwr run examples/flower-digits loopback --stream \
-  --run-config "output='$out' set='$overrides' overwrite=true"
+  --run-config "output='$out' set='$overrides' overwrite=true min-replies=${LORM_FLOWER_MIN_REPLIES:-0} round-timeout=${LORM_FLOWER_ROUND_TIMEOUT:-600.0}"
 run_pid=$!
 deadline=$((SECONDS + limit))
 while [ ! -f "$out/summary.json" ]; do
