@@ -76,17 +76,19 @@ class LoRMStrategy(Strategy):
         min_replies: accepted updates a round needs once ``round_timeout`` has passed
             (default: every addressed node).
         round_timeout: seconds to wait for the replies of one exchange.
+        retries: times an unanswered message is sent again after ``round_timeout``.
         poll: seconds between two pulls of replies.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
                  overwrite: bool = False, min_replies: int | None = None,
-                 round_timeout: float = 600.0, poll: float = 0.05):
+                 round_timeout: float = 600.0, poll: float = 0.05, retries: int = 1):
         if min_replies is not None and (isinstance(min_replies, bool) or min_replies < 1):
             raise ValueError(f"min_replies must be an integer >= 1, got {min_replies!r}")
         self.config, self.run_dir = config, Path(run_dir)
         self.resume, self.overwrite = resume, overwrite
         self.min_replies, self.round_timeout, self.poll = min_replies, round_timeout, poll
+        self.retries = retries
         self.run: FlowerRun | None = None
         self.grid: Grid | None = None
         self.partitions: dict[int, int] = {}  # node id -> client index (as it answered)
@@ -137,7 +139,7 @@ class LoRMStrategy(Strategy):
             return
         self.server_round += 1
         queries = [Message(RecordDict(), n, "query", group_id=str(self.server_round)) for n in new]
-        stream = ReplyStream(self.grid, queries, self.round_timeout, self.poll)
+        stream = ReplyStream(self.grid, queries, self.round_timeout, self.poll, self.retries)
         for reply in stream:
             node = reply.metadata.src_node_id
             try:
@@ -171,8 +173,8 @@ class LoRMStrategy(Strategy):
         self.server_round += 1
         arrays = self.deployed_record()
         messages = self.configure_train(self.server_round, arrays, ConfigRecord(), self.grid)
-        self.aggregate_train(self.server_round, ReplyStream(self.grid, messages,
-                                                            self.round_timeout, self.poll))
+        self.aggregate_train(self.server_round, ReplyStream(
+            self.grid, messages, self.round_timeout, self.poll, self.retries))
         return self._grams
 
     def deployed_record(self, serving_only: bool = False) -> ArrayRecord:
@@ -239,8 +241,8 @@ class LoRMStrategy(Strategy):
         self.server_round += 1
         arrays = self.deployed_record(serving_only=True)
         messages = self.configure_evaluate(self.server_round, arrays, ConfigRecord(), self.grid)
-        self.aggregate_evaluate(self.server_round, ReplyStream(self.grid, messages,
-                                                               self.round_timeout, self.poll))
+        self.aggregate_evaluate(self.server_round, ReplyStream(
+            self.grid, messages, self.round_timeout, self.poll, self.retries))
         return self._row
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
