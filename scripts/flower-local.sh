@@ -94,7 +94,7 @@ PY
 }
 
 start superlink flower-superlink --insecure --disable-runtime-dependency-installation \
-  --database :flwr-in-memory-state: --host 127.0.0.1 --port "$link" \
+  --host 127.0.0.1 --port "$link" \
   --health-server-address "127.0.0.1:$health"
 wait_for_port "$link" "the SuperLink"
 for i in $(seq 0 $((nodes - 1))); do
