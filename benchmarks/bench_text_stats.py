@@ -29,7 +29,7 @@ from lorm.lora import kaiming_uniform
 from lorm.stats import StatsCollector
 
 ROW_RULES = {
-    "mask": lambda self, x, name: StatsCollector._data_rows(self, x, name),
+    "mask": StatsCollector._data_rows,
     "zero": lambda self, x, name: x * self.mask.unsqueeze(-1).to(x.dtype),
     "include": lambda self, x, name: x,
 }
