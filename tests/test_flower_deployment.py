@@ -26,7 +26,7 @@ from lorm.fcil import load_config, run  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["num_tasks=2", "max_classes=4", "max_train_per_class=30", "max_test_per_class=20",
          "rounds=1", "local_epochs=1", "lr_a=0.01", "lr_b=0.01"]
-LIMIT = 1200  # seconds for the deployment run; 10 min were measured on a loaded 2-core machine
+LIMIT = 1200  # seconds for the deployment run: 5-10 min were measured on a loaded 2-core machine
 
 
 def free_port_block(size: int) -> int:
