@@ -8,7 +8,9 @@
 #
 # Knobs (environment): LORM_FLOWER_NODES (3), LORM_FLOWER_PORT (first of 2 + N loopback
 # ports, 19090), LORM_FLOWER_TIMEOUT (seconds for the whole run, 900),
-# LORM_FLOWER_LOGS (folder for the processes' logs; default: a temporary one).
+# LORM_FLOWER_LOGS (folder for the processes' logs; default: a temporary one),
+# LORM_FLOWER_MIN_REPLIES (0: every node) and LORM_FLOWER_ROUND_TIMEOUT (600 s): when a
+# round may go on without a node's reply (docs/flower.md, Faults).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LORM_ROOT"
@@ -24,11 +26,13 @@ for kv in "$@"; do overrides="$overrides;$kv"; done
 logs=${LORM_FLOWER_LOGS:-$(mktemp -d -t lorm-flower-XXXXXX)}
 mkdir -p "$logs"
 link=$port health=$((port + 1))  # Flower 1.42: Fleet, Control and Runtime APIs share one HTTP port
-export FLWR_HOME="$logs/flwr-home"        # Flower's config and state stay in here
+# Flower's config and state stay in here; only the processes started below get it, so
+# it also marks every process they spawn, detached or not.
+flwr_home="$logs/flwr-home"
 export FLWR_DISABLE_UPDATE_CHECK=1
 export PATH="$(dirname "$(command -v python)"):$PATH"  # the SuperLink spawns flower-superexec from PATH
-mkdir -p "$FLWR_HOME"
-cat > "$FLWR_HOME/config.toml" <<EOF
+mkdir -p "$flwr_home"
+cat > "$flwr_home/config.toml" <<EOF
 [superlink]
 default = "loopback"
 
@@ -43,9 +47,17 @@ tree() {  # pid: it and every process below it (by parent id), parents first
   echo "$1"
   for child in $(pgrep -P "$1" 2>/dev/null); do tree "$child"; done
 }
+marked() {  # processes carrying this run's FLWR_HOME: spawned by the ones started here
+  local p
+  for p in /proc/[0-9]*; do
+    { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qxF "FLWR_HOME=$flwr_home" && echo "${p#/proc/}"
+  done
+  return 0
+}
 stop_all() {  # every process started here and everything they spawned, by id
   local all=() pid
   for pid in "${pids[@]}"; do all+=($(tree "$pid")); done
+  all+=($(marked))
   [ ${#all[@]} = 0 ] && return 0
   kill -TERM "${all[@]}" 2>/dev/null || true
   for _ in $(seq 50); do
@@ -55,13 +67,16 @@ stop_all() {  # every process started here and everything they spawned, by id
     sleep 0.2
   done
   kill -KILL "${alive[@]}" 2>/dev/null || true
+  sleep 0.5
+  local late=($(marked))  # anything spawned while the others were stopping
+  [ ${#late[@]} = 0 ] || kill -KILL "${late[@]}" 2>/dev/null || true
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 start() {  # log-name command...
   local name=$1; shift
-  "$@" > "$logs/$name.log" 2>&1 &
+  FLWR_HOME="$flwr_home" "$@" > "$logs/$name.log" 2>&1 &
   pids+=($!)
 }
 
@@ -79,7 +94,7 @@ PY
 }
 
 start superlink flower-superlink --insecure --disable-runtime-dependency-installation \
-  --database :flwr-in-memory-state: --host 127.0.0.1 --port "$link" \
+  --host 127.0.0.1 --port "$link" \
   --health-server-address "127.0.0.1:$health"
 wait_for_port "$link" "the SuperLink"
 for i in $(seq 0 $((nodes - 1))); do
@@ -91,7 +106,7 @@ lorm_log "SuperLink and $nodes SuperNodes on 127.0.0.1 (logs: $logs); running ex
 
 rm -f "$out/summary.json"
 start flwr-run timeout "$limit" flwr run examples/flower-digits loopback --stream \
-  --run-config "output='$out' set='$overrides' overwrite=true"
+  --run-config "output='$out' set='$overrides' overwrite=true min-replies=${LORM_FLOWER_MIN_REPLIES:-0} round-timeout=${LORM_FLOWER_ROUND_TIMEOUT:-600.0}"
 run_pid=$!
 deadline=$((SECONDS + limit))
 while [ ! -f "$out/summary.json" ]; do

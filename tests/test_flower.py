@@ -181,6 +181,15 @@ def test_a_dead_node_is_named_and_the_round_completes_with_the_minimum(tmp_path,
     assert [r["senders"] for r in records if r["type"] == "round"] == [2, 2]
 
 
+def test_a_lost_reply_is_asked_for_again_and_the_run_equals_lorm_run(reference, tmp_path):
+    summary, tensors = reference
+    grid = LocalGrid(make_client_app(), range(3))
+    grid.lose(1002, replies=2)  # two answers to the query lost: the third copy gets through
+    ours, our_tensors = flower_run(tmp_path, grid, round_timeout=0.2, retries=2)
+    assert ours["accuracy_matrix"] == summary["accuracy_matrix"]
+    assert_same_model(our_tensors, tensors)
+
+
 def test_too_few_replies_stop_the_run_at_its_last_checkpoint(tmp_path):
     grid = LocalGrid(make_client_app(), range(3))
     grid.die_after(1002, answered=1)

@@ -26,7 +26,7 @@ from lorm.fcil import load_config, run  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["num_tasks=2", "max_classes=4", "max_train_per_class=30", "max_test_per_class=20",
          "rounds=1", "local_epochs=1", "lr_a=0.01", "lr_b=0.01"]
-LIMIT = 900  # seconds for the deployment run; 10 min were measured on a loaded 2-core machine
+LIMIT = 1200  # seconds for the deployment run: 5-10 min were measured on a loaded 2-core machine
 
 
 def free_port_block(size: int) -> int:
@@ -61,6 +61,7 @@ def flower_processes(logs: Path) -> list[int]:
 def run_script(tmp_path: Path, extra: list[str], limit: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, LORM_FLOWER_NODES="3", LORM_FLOWER_PORT=str(free_port_block(6)),
                LORM_FLOWER_TIMEOUT=str(limit), LORM_FLOWER_LOGS=str(tmp_path / "logs"),
+               LORM_FLOWER_ROUND_TIMEOUT="300",  # then a lost reply is asked for again
                LORM_VENV=str(Path(sys.executable).parent.parent))
     return subprocess.run(["bash", "scripts/flower-local.sh", str(tmp_path / "out"), *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit + 120,
@@ -86,5 +87,5 @@ def test_a_failed_deployment_run_stops_every_process_it_started(tmp_path):
     start = time.monotonic()
     done = run_script(tmp_path, ["method=no-such-method"], limit=60)
     assert done.returncode != 0
-    assert time.monotonic() - start < 60 + 60
+    assert time.monotonic() - start < 60 + 180  # the limit, plus starting and stopping
     assert not flower_processes(tmp_path / "logs")

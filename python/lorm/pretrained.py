@@ -57,6 +57,11 @@ def timm_cached_file(tag: str) -> Path:
     """
     from timm.models import get_pretrained_cfg
 
+    from timm import is_model
+
+    if not is_model(tag):
+        raise ValueError(f"unknown backbone {tag!r}: use 'tiny-vit', 'minilm', 'hf-bert', a "
+                         "BERT folder or a timm model name (timm.list_models('vit_*'))")
     cfg = get_pretrained_cfg(tag)
     if cfg is None:
         raise ValueError(f"pretrained: timm: timm has no pretrained weights for backbone {tag!r} "

@@ -32,8 +32,8 @@ def build_backbone(name: str, num_classes: int, seed: int, img_size: int | None 
         except RuntimeError as exc:
             if "Unknown model" not in str(exc):
                 raise
-            raise ValueError(f"unknown backbone {name!r}: use 'tiny-vit' or a timm model name "
-                             "(timm.list_models('vit_*'))") from None
+            raise ValueError(f"unknown backbone {name!r}: use 'tiny-vit', 'minilm', 'hf-bert', a "
+                             "BERT folder or a timm model name (timm.list_models('vit_*'))") from None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

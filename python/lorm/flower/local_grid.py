@@ -29,6 +29,7 @@ class LocalGrid(Grid):
         self.app = app
         self.nodes: dict[int, Context] = {}
         self.answers_left: dict[int, int] = {}  # node id -> messages it still answers
+        self.to_lose: dict[int, int] = {}  # node id -> replies still to lose on the way
         self.tamper: Callable[[int, Message], Message] | None = None
         self._pending: dict[str, Message] = {}
         self._next_id = first_node_id
@@ -52,6 +53,10 @@ class LocalGrid(Grid):
     def die_after(self, node: int, answered: int) -> None:
         """Node ``node`` answers ``answered`` more messages, then none."""
         self.answers_left[node] = answered
+
+    def lose(self, node: int, replies: int) -> None:
+        """The next ``replies`` replies of ``node`` are computed, then lost on the way."""
+        self.to_lose[node] = replies
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -91,6 +96,9 @@ class LocalGrid(Grid):
             reply = self.app(msg, self.nodes[node])
             if self.tamper is not None:
                 reply = self.tamper(node, reply)
+            if self.to_lose.get(node, 0) > 0:
+                self.to_lose[node] -= 1
+                return []
             return [reply]
         return []
 

@@ -6,7 +6,8 @@ pyproject.toml, or ``flwr run --run-config``):
 - ``config``: a YAML config file (as ``lorm run --config``; empty: the defaults);
 - ``set``: ``key=value`` overrides separated by ``;`` (as ``--set``);
 - ``output``: the run directory; ``resume``: continue it; ``overwrite``: replace it;
-- ``min-replies`` (0: every addressed node), ``round-timeout`` (seconds).
+- ``min-replies`` (0: every addressed node), ``round-timeout`` (seconds), ``retries``
+  (re-sends of an unanswered message, default 1).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def config_from_run_config(run_config: dict) -> tuple[Config, dict]:
                   resume=bool(run_config.get("resume", False)),
                   overwrite=bool(run_config.get("overwrite", False)),
                   min_replies=int(run_config.get("min-replies", 0)) or None,
-                  round_timeout=float(run_config.get("round-timeout", 600.0)))
+                  round_timeout=float(run_config.get("round-timeout", 600.0)),
+                  retries=int(run_config.get("retries", 1)))
     return config, kwargs
 
 

@@ -38,7 +38,7 @@ from ..aggregate import Aggregator, UpdateRejected
 from ..fcil import loop
 from ..fcil.config import Config
 from ..messages import MalformedUpdate
-from .node import MODEL, RUN, STEP
+from .node import MODEL, RUN, STEP, shard_of_batches
 from .records import content_to_update, tensors_to_record
 from .replies import ReplyStream
 
@@ -76,17 +76,19 @@ class LoRMStrategy(Strategy):
         min_replies: accepted updates a round needs once ``round_timeout`` has passed
             (default: every addressed node).
         round_timeout: seconds to wait for the replies of one exchange.
+        retries: times an unanswered message is sent again after ``round_timeout``.
         poll: seconds between two pulls of replies.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
                  overwrite: bool = False, min_replies: int | None = None,
-                 round_timeout: float = 600.0, poll: float = 0.05):
+                 round_timeout: float = 600.0, poll: float = 0.05, retries: int = 1):
         if min_replies is not None and (isinstance(min_replies, bool) or min_replies < 1):
             raise ValueError(f"min_replies must be an integer >= 1, got {min_replies!r}")
         self.config, self.run_dir = config, Path(run_dir)
         self.resume, self.overwrite = resume, overwrite
         self.min_replies, self.round_timeout, self.poll = min_replies, round_timeout, poll
+        self.retries = retries
         self.run: FlowerRun | None = None
         self.grid: Grid | None = None
         self.partitions: dict[int, int] = {}  # node id -> client index (as it answered)
@@ -136,8 +138,8 @@ class LoRMStrategy(Strategy):
         if not new:
             return
         self.server_round += 1
-        stream = ReplyStream(self.grid, [Message(RecordDict(), n, "query", group_id=str(self.server_round))
-                                         for n in new], self.round_timeout, self.poll)
+        queries = [Message(RecordDict(), n, "query", group_id=str(self.server_round)) for n in new]
+        stream = ReplyStream(self.grid, queries, self.round_timeout, self.poll, self.retries)
         for reply in stream:
             node = reply.metadata.src_node_id
             try:
@@ -164,15 +166,15 @@ class LoRMStrategy(Strategy):
     def exchange_train(self, task: int, rnd: int | None, clients: list[int]):
         """One round (``rnd``) or task end (``rnd`` None) with ``clients``: configure,
         stream replies into the aggregator, aggregate. Returns the summed Grams of a task end."""
-        run = self.run
+        run, self._grams = self.run, {}
         with_data = [c for c in clients if run.bench.client_indices[task][c]]
         self._step = {"task": task, "round": -1 if rnd is None else rnd, "clients": clients,
                       "targets": self.nodes_for(with_data)}
         self.server_round += 1
         arrays = self.deployed_record()
         messages = self.configure_train(self.server_round, arrays, ConfigRecord(), self.grid)
-        self.aggregate_train(self.server_round, ReplyStream(self.grid, messages,
-                                                            self.round_timeout, self.poll))
+        self.aggregate_train(self.server_round, ReplyStream(
+            self.grid, messages, self.round_timeout, self.poll, self.retries))
         return self._grams
 
     def deployed_record(self, serving_only: bool = False) -> ArrayRecord:
@@ -239,8 +241,8 @@ class LoRMStrategy(Strategy):
         self.server_round += 1
         arrays = self.deployed_record(serving_only=True)
         messages = self.configure_evaluate(self.server_round, arrays, ConfigRecord(), self.grid)
-        self.aggregate_evaluate(self.server_round, ReplyStream(self.grid, messages,
-                                                               self.round_timeout, self.poll))
+        self.aggregate_evaluate(self.server_round, ReplyStream(
+            self.grid, messages, self.round_timeout, self.poll, self.retries))
         return self._row
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -258,8 +260,6 @@ class LoRMStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Sums the counts; a share whose node did not answer is counted by the server on
         its own copy of the test data (logged), so the row always covers every sample."""
-        from .node import shard_of_batches
-
         step, run = self._step, self.run
         task, shards = step["task"], step["shards"]
         correct, total = [0] * (task + 1), [0] * (task + 1)
