@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lorm.cli import main as cli_main
-from lorm.models import build_lora_model
+from lorm.backbones.timm_vit import build_lora_model
 from lorm.pretrained import resolve_weights, sha256_of
 
 TAG = "test_vit.r160_in1k"  # timm's own tiny test ViT with hub weights (timm/test_vit.r160_in1k)
