@@ -95,7 +95,7 @@ def cmd_demo(args) -> int:
     report = _compare(args, list(DEMO_METHODS), None, DEMO_SETTINGS + (args.set or []))
     print("\n".join(demo_verdict(report)))
     print("More seeds and betas: `lorm compare --seeds 0,1,2,3,4 --betas 0.5,0.1,0.05` "
-          "(benchmarks/results/fcil-cpu.md: at beta 0.5 the methods are not told apart).")
+          "(benchmarks/bench_fcil.py; results in benchmarks/results/fcil-cpu.md).")
     return 0
 
 
