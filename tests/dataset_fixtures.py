@@ -150,5 +150,25 @@ def write_cifar100(root: Path, per_class: tuple[int, int] = (1, 1)) -> Membershi
     return out
 
 
+def fake_clinc(path: Path, per_intent=None, intents=150) -> Path:
+    """A data_full.json with clinc/oos-eval's layout and counts, made-up queries."""
+    from lorm.fcil.datasets import clinc150
+
+    per_intent = per_intent or clinc150.PER_INTENT
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(50)]
+    data = {split: [[" ".join(rng.choice(words, rng.integers(2, 9))) + f" i{c}", f"intent_{c:03d}"]
+                    for c in range(intents) for _ in range(n)]
+            for split, n in per_intent.items()}
+    data.update(oos_train=[["x", "oos"]], oos_val=[["x", "oos"]], oos_test=[["x", "oos"]])
+    path.write_text(json.dumps(data))
+    return path
+
+
+def write_clinc150(root: Path) -> Path:
+    """``root/data_full.json`` with CLINC150's layout and counts (text, no images)."""
+    return fake_clinc(root / "data_full.json")
+
+
 WRITERS = {"imagenet-r": write_imagenet_r, "eurosat": write_eurosat, "cub200": write_cub200,
            "cars196": write_cars196, "imagenet-a": write_imagenet_a, "cifar100": write_cifar100}

@@ -156,8 +156,8 @@ def test_head_init_is_timm_default_unless_asked():
 
 def test_presets_copy_the_published_run_commands():
     from lorm.presets import preset_names
-    presets = {name: load_config(name) for name in preset_names()}
-    assert len(presets) == 18
+    presets = {name: load_config(name) for name in preset_names() if not name.startswith("clinc150")}
+    assert len(presets) == 18  # the paper's image settings
     # Two of fed-mammoth's README commands, transcribed by hand:
     # seq-cifar100, alpha 0.5: --lr=0.003 --r=1 (regmean_rounds default 1)
     c = presets["cifar100-beta0.5"]

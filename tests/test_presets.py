@@ -18,7 +18,7 @@ def test_presets_command_lists_each_with_its_first_comment_line(capsys):
     assert cli_main(["presets"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
     listed = {l.split()[0]: l.split(None, 1)[1] for l in lines if not l.startswith("lorm run")}
-    assert sorted(listed) == preset_names() and len(listed) == 18
+    assert sorted(listed) == preset_names() and len(listed) == 21  # 18 image + 3 CLINC150
     first = preset_path("cub200-beta0.2").read_text().splitlines()[0].lstrip("# ")
     assert listed["cub200-beta0.2"] == first
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dataset_fixtures import fake_clinc
 from lorm.backbones import make_backbone
 from lorm.backbones.hf_encoder import BERT_TARGETS, HFEncoder, TextClassifier
 from lorm.fcil.client import collect_statistics
@@ -16,18 +17,6 @@ from lorm.lora import inject_lora, kaiming_uniform
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CLINC = REPO / ".." / "shared" / "data" / "clinc150" / clinc150.FILE
-
-
-def fake_clinc(path: Path, per_intent=clinc150.PER_INTENT, intents=150) -> Path:
-    """A data_full.json with clinc/oos-eval's layout and counts, made-up queries."""
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(50)]
-    data = {split: [[" ".join(rng.choice(words, rng.integers(2, 9))) + f" i{c}", f"intent_{c:03d}"]
-                    for c in range(intents) for _ in range(n)]
-            for split, n in per_intent.items()}
-    data.update(oos_train=[["x", "oos"]], oos_val=[["x", "oos"]], oos_test=[["x", "oos"]])
-    path.write_text(json.dumps(data))
-    return path
 
 
 @pytest.mark.skipif(not SHARED_CLINC.is_file(),
