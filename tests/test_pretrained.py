@@ -76,8 +76,8 @@ def test_pretrained_choices_refuse_the_wrong_backbone():
         resolve_weights("tiny-vit", "timm")
     with pytest.raises(ValueError, match="shipped is the tiny ViT's"):
         resolve_weights(TAG, "shipped")
-    with pytest.raises(ValueError, match="timm has no pretrained weights for backbone"):
-        resolve_weights("vit_nonexistent_patch16", "timm")
+    with pytest.raises(ValueError, match="unknown backbone 'vit_nonexistent_patch16'"):
+        resolve_weights("vit_nonexistent_patch16", "timm")  # not a timm model at all
     assert resolve_weights(TAG, "none").record() == {"source": "none", "tag": None,
                                                       "path": None, "sha256": None}
     assert resolve_weights("tiny-vit", None).source == "none"
