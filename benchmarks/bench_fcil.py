@@ -14,10 +14,11 @@ reused, so an interrupted benchmark continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from _compare_results import write_compare_results
 
 METHODS = ["lorm", "fedavg-lora", "regmean-lora"]
 SETTINGS = ["num_threads=1"]
@@ -41,15 +42,9 @@ def main() -> int:
     text = format_report(report)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        report["command"] = "python " + " ".join(sys.argv)
-        report["wall_seconds"] = time.perf_counter() - start
-        (out / "fcil-cpu.json").write_text(json.dumps(report, indent=1))
-        (out / "fcil-cpu.md").write_text(
-            "# FCIL accuracy on the embedded digits benchmark (2-core CPU)\n\n"
-            f"`{report['command']}` ({report['wall_seconds'] / 60:.0f} min).\n\n"
-            "```\n" + text + "```\n")
+        write_compare_results(args.out, "fcil-cpu",
+                              "FCIL accuracy on the embedded digits benchmark (2-core CPU)",
+                              report, text, start)
     return 0
 
 
