@@ -21,15 +21,7 @@ from lorm.flower.records import (META, STYPE, UPDATE, content_to_update,  # noqa
                                  update_to_content)
 from lorm.messages import MalformedUpdate  # noqa: E402
 
-# 2 tasks of 2 classes, 2 rounds (B then A), 3 clients, a small share of digits
-TINY = ["num_clients=3", "num_tasks=2", "max_classes=4", "max_train_per_class=30",
-        "max_test_per_class=20", "rounds=2", "local_epochs=1", "batch_size=8",
-        "lr_a=0.01", "lr_b=0.01", "lr_head=0.01", "num_threads=1"]
-EPS32 = torch.finfo(torch.float32).eps
-
-
-def _max_abs(t: torch.Tensor) -> float:
-    return float(t.abs().max()) if t.numel() else 0.0
+from flower_helpers import TINY, assert_same_model  # noqa: E402
 
 
 def gram(d: int, seed: int = 0) -> torch.Tensor:
@@ -108,16 +100,6 @@ def flower_run(tmp_path, grid: LocalGrid, overrides=(), **kwargs):
     strategy = LoRMStrategy(load_config(None, TINY + list(overrides)), tmp_path, poll=0.0, **kwargs)
     strategy.start(grid)
     return strategy.summary_, checkpoint.load(tmp_path)[0]
-
-
-def assert_same_model(ours: dict, theirs: dict) -> None:
-    """Equal to float32 round-off: the sums of a round are added in arrival order, so
-    they may differ in the last bit of float64 before the float32 cast."""
-    assert ours.keys() == theirs.keys()
-    for key, t in theirs.items():
-        scale = float(t.abs().max()) if t.numel() else 0.0
-        tol = 8 * EPS32 * max(scale, 1e-30) if t.dtype == torch.float32 else 1e-12 * max(scale, 1e-30)
-        assert _max_abs(ours[key] - t) <= tol, key
 
 
 def test_flower_run_equals_lorm_run(reference, tmp_path):

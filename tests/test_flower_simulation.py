@@ -4,7 +4,6 @@ matrix and, to float32 round-off, its weights: 2 tasks, 1 round each, 3 nodes.""
 from __future__ import annotations
 
 import pytest
-import torch
 
 pytest.importorskip("flwr", reason="Flower is not installed (pip install 'lorm[flower]')")
 pytest.importorskip("ray", reason="Flower's simulation needs Ray (pip install 'flwr[simulation]')")
@@ -14,14 +13,9 @@ from flwr.simulation import run_simulation  # noqa: E402
 from lorm.fcil import checkpoint, load_config, run  # noqa: E402
 from lorm.flower import make_client_app, make_server_app  # noqa: E402
 
-SIM = ["num_clients=3", "num_tasks=2", "max_classes=4", "max_train_per_class=30",
-       "max_test_per_class=20", "rounds=1", "local_epochs=1", "batch_size=8",
-       "lr_a=0.01", "lr_b=0.01", "lr_head=0.01", "num_threads=1"]
-EPS32 = torch.finfo(torch.float32).eps
+from flower_helpers import TINY, assert_same_model  # noqa: E402
 
-
-def _max_abs(t: torch.Tensor) -> float:
-    return float(t.abs().max()) if t.numel() else 0.0
+SIM = TINY + ["rounds=1"]
 
 
 def test_run_simulation_equals_lorm_run(tmp_path):
@@ -36,7 +30,4 @@ def test_run_simulation_equals_lorm_run(tmp_path):
     assert ours is not None, "the ServerApp wrote no checkpoint"
     assert ours["progress"]["acc"] == reference["accuracy_matrix"]
     theirs_t, ours_t = checkpoint.load(tmp_path / "lorm")[0], checkpoint.load(tmp_path / "flower")[0]
-    assert ours_t.keys() == theirs_t.keys()
-    for key, t in theirs_t.items():
-        scale = max(float(t.abs().max()) if t.numel() else 0.0, 1e-30)
-        assert _max_abs(ours_t[key] - t) <= 8 * EPS32 * scale, key
+    assert_same_model(ours_t, theirs_t)
