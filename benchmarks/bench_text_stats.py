@@ -6,8 +6,9 @@ MiniLM (all-MiniLM-L6-v2) with LoRA on its 36 linear layers, CLINC150 queries.
 
 Variants, each the same eval-mode no-grad forward on the same batch (trimmed to its
 longest query): no hooks (the floor); the collectors with padding rows dropped by the
-row mask (``x[mask]``, the default), with padding rows zeroed instead (``x * mask``:
-same Grams, every row goes through the kernel), and with every row taken
+row mask (``index_select`` of the marked rows, the default), with padding rows zeroed
+instead (``x * mask``: same Grams, every row goes through the kernel), and with every
+row taken
 (``stats_padding: include``). Modes: ``diag`` (A-step, alpha 0) and ``lowrank``
 (B-step). Each variant runs once per repeat in turn; a time is the best of its
 repeats, a ratio the ratio of bests.

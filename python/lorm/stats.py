@@ -55,7 +55,8 @@ class StatsCollector:
         self.projected: dict[str, torch.Tensor] = {}   # name -> Z.T Z (r, r), lowrank mode
         self.head_gram: torch.Tensor | None = None
         self.rows = 0
-        self.mask: torch.Tensor | None = None          # (B, L) bool: rows that are data
+        self._mask: torch.Tensor | None = None         # (B, L) bool: rows that are data
+        self._rows: torch.Tensor | None = None         # (n,) flat indices of its True rows
         self._handles = [layer.register_forward_hook(self._layer_hook(name))
                          for name, layer in layers.items()]
         if head is not None:
@@ -66,15 +67,27 @@ class StatsCollector:
             store[key] = torch.zeros(shape, dtype=self.acc_dtype, device=like.device)
         return store[key]
 
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """``(B, L)`` bool: the input rows of the next forward that are data (None: all)."""
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask: torch.Tensor | None) -> None:
+        # One nonzero per batch: every hooked layer then gathers with index_select, several
+        # times faster than boolean indexing, which searches the mask again per layer.
+        self._mask = mask
+        self._rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
+
     def _data_rows(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``x`` ``(B, L, d)`` -> the rows :attr:`mask` marks, ``(n, d)``; all of ``x``
         when there is no mask."""
-        if self.mask is None:
+        if self._mask is None:
             return x
-        if x.shape[:-1] != self.mask.shape:
-            raise ValueError(f"{name}: the row mask is {tuple(self.mask.shape)} but the layer "
+        if x.shape[:-1] != self._mask.shape:
+            raise ValueError(f"{name}: the row mask is {tuple(self._mask.shape)} but the layer "
                              f"sees inputs {tuple(x.shape)}; expected mask = inputs.shape[:-1]")
-        return x[self.mask]
+        return x.reshape(-1, x.shape[-1]).index_select(0, self._rows)
 
     def _layer_hook(self, name: str):
         def hook(module: LoRALinear, inputs, output):
