@@ -7,7 +7,7 @@ against each baseline.
 
 Every method runs with the same settings (the Config defaults: the shipped tiny ViT,
 5 tasks x 2 classes, 5 clients, 4 rounds, 4 local epochs, rank 4, the learning rates
-chosen by the equal-budget grid in results/fcil-cpu.md). Finished runs in --work are
+chosen by the equal-budget grid in results/fcil-grid-cpu.md). Finished runs in --work are
 reused, so an interrupted benchmark continues where it stopped.
 """
 

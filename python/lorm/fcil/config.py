@@ -64,7 +64,7 @@ class Config:
     local_epochs: int = 4
     batch_size: int = 8
     # digits defaults: the best of the grid {3e-4, 1e-3, 3e-3, 1e-2, 3e-2} for every method
-    # alike (benchmarks/results/fcil-cpu.md); the head keeps 1e-2
+    # alike (benchmarks/results/fcil-grid-cpu.md); the head keeps 1e-2
     lr_a: float = 3e-4
     lr_b: float = 3e-4
     lr_head: float = 1e-2
