@@ -28,6 +28,8 @@ from lorm.messages import ClientUpdate, SolveStats
 from lorm.backbones.timm_vit import build_lora_model
 from lorm.stats import StatsCollector
 
+from _hook_clock import HookClock
+
 
 class ReferenceHooks:
     """Full float32 Gram per layer per batch; the diagonal only when asked."""
@@ -46,33 +48,6 @@ class ReferenceHooks:
         return fn
 
     def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
-class HookClock:
-    """Time spent inside the forward hooks registered between :meth:`__enter__` and
-    :meth:`arm` (forward hooks run in registration order): a start hook before them,
-    a stop hook after, on every module given. Measured inside one run, so the machine's
-    drift between runs does not enter it."""
-
-    def __init__(self, modules):
-        self.modules, self.seconds, self._start = modules, 0.0, 0.0
-
-    def __enter__(self):
-        self.handles = [m.register_forward_hook(self._begin) for m in self.modules]
-        return self
-
-    def arm(self):
-        self.handles += [m.register_forward_hook(self._end) for m in self.modules]
-
-    def _begin(self, *_):
-        self._start = time.perf_counter()
-
-    def _end(self, *_):
-        self.seconds += time.perf_counter() - self._start
-
-    def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
 
