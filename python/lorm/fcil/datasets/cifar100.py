@@ -11,6 +11,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from . import LoadedDataset, register, require_root
+from .images import download_if_asked
 from .transforms import transforms_for
 
 if TYPE_CHECKING:
@@ -59,11 +60,6 @@ def read_split(path: Path) -> tuple[np.ndarray, list[int]]:
     return np.ascontiguousarray(images), labels
 
 
-def download(root: str) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
-    download_and_extract_archive(URL, root, filename="cifar-100-python.tar.gz", md5=MD5)
-
-
 @register("cifar100")
 class Cifar100:
     img_size = None
@@ -71,8 +67,8 @@ class Cifar100:
     def load(self, config: "Config") -> LoadedDataset:
         root = require_root(config)
         folder = Path(root) / "cifar-100-python"
-        if config.download and not (folder / "meta").is_file():
-            download(root)
+        download_if_asked(config.download, folder / "meta", URL, Path(root),
+                          filename="cifar-100-python.tar.gz", md5=MD5)
         for name in ("train", "test", "meta"):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"cifar100: {folder / name} is missing; expected layout: "

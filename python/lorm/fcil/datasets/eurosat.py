@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import LoadedDataset, register, require_root
-from .images import ImageFiles, check_images_exist, require_files
+from .images import ImageFiles, check_images_exist, download_if_asked, require_files
 from .transforms import transforms_for
 
 if TYPE_CHECKING:
@@ -45,9 +45,7 @@ class EuroSAT:
 
     def load(self, config: "Config") -> LoadedDataset:
         folder = Path(require_root(config)) / "EuroSAT_RGB"
-        if config.download and not folder.is_dir():
-            from torchvision.datasets.utils import download_and_extract_archive
-            download_and_extract_archive(URL, str(folder.parent))  # split.json stays by hand
+        download_if_asked(config.download, folder, URL, folder.parent)  # not split.json
         split_file = folder / "split.json"
         require_files("eurosat", LAYOUT, folder, split_file)
         train_p, train_y, names = read_split(split_file, folder, "train")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from . import LoadedDataset, register, require_root
-from .images import ImageFiles, check_images_exist, require_files
+from .images import ImageFiles, check_images_exist, download_if_asked, require_files
 from .transforms import transforms_for
 
 if TYPE_CHECKING:
@@ -63,9 +63,7 @@ class ImageNetR:
 
     def load(self, config: "Config") -> LoadedDataset:
         folder = Path(require_root(config)) / "imagenet-r"
-        if config.download and not folder.is_dir():
-            from torchvision.datasets.utils import download_and_extract_archive
-            download_and_extract_archive(URL, str(folder.parent))  # the split files stay by hand
+        download_if_asked(config.download, folder, URL, folder.parent)  # not the split files
         files = [folder / "imagenet-r_train.yaml", folder / "imagenet-r_test.yaml"]
         require_files("imagenet-r", LAYOUT, folder, *files)
         (train_paths, train_y), (test_paths, test_y) = (read_split(f, folder) for f in files)
