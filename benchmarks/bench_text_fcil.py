@@ -69,7 +69,7 @@ def main() -> int:
                     jobs=args.jobs)
     reports = [compare(methods, seeds, betas[:1], Path(args.work), str(PRESET), settings,
                        quiet=True, jobs=args.jobs)]
-    if betas[1:]:
+    if federated and betas[1:]:  # joint and finetune alone run at the first beta only
         reports.append(compare(federated, seeds, betas[1:], Path(args.work), str(PRESET),
                                settings, quiet=True, jobs=args.jobs))
     report = {"by_beta": {}, "protocol": settings[:-1 - len(args.set)] + args.set}
