@@ -301,12 +301,14 @@ def test_crafted_non_symmetric_q_is_refused():
 
 def test_indefinite_q_is_refused_on_arrival(monkeypatch):
     from lorm import aggregate
-    agg = Aggregator(0, 1, "A")
-    agg.add(a_update(torch.ones(2, 6, dtype=torch.float64), gram(6)))
     # Eigenvalues 1 (x5) and -4.5 along u = ones / sqrt(6); every diagonal entry is
     # 1 - 5.5 / 6 > 0, so only the curvature probes can see it. One probe finds a
     # negative v.T q v with probability ~0.34; 64 probes miss with probability ~3e-12.
+    # The probes are drawn when the first update is planned and reused after it, so the
+    # count must be raised before that update (8 probes miss with probability ~0.04).
     monkeypatch.setattr(aggregate, "CURVATURE_PROBES", 64)
+    agg = Aggregator(0, 1, "A")
+    agg.add(a_update(torch.ones(2, 6, dtype=torch.float64), gram(6)))
     u = torch.full((6, 1), 6 ** -0.5, dtype=torch.float64)
     q = torch.eye(6, dtype=torch.float64) - 5.5 * (u @ u.T)
     q = (q + q.T) / 2
