@@ -27,7 +27,7 @@ class Config:
     # data
     dataset: str = "digits"
     data_root: str | None = None       # folder of a real dataset (docs/datasets.md)
-    download: bool = False             # CIFAR-100, ImageNet-R tree, EuroSAT images; needs internet
+    download: bool = False             # CIFAR-100, ImageNet-R tree, EuroSAT images, CLINC150; needs internet
     num_tasks: int = 5
     last_task_classes: int | None = None  # e.g. Cars-196: 10 tasks, the last with 16
     num_clients: int = 5

@@ -18,6 +18,7 @@ tensors for text): nothing here looks at it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
@@ -115,6 +116,19 @@ def require_root(config: "Config") -> str:
         raise FileNotFoundError(f"dataset {config.dataset!r} needs --set data_root=<folder> "
                                 "(layouts: docs/datasets.md)")
     return config.data_root
+
+
+def download_if_asked(download: bool, present: Path, url: str, into: Path, *,
+                      extract: bool = True, filename: str | None = None,
+                      md5: str | None = None) -> None:
+    """With ``--download`` and ``present`` absent: fetch ``url`` into ``into`` and, when
+    ``extract``, unpack it there (torchvision's ``download_and_extract_archive`` /
+    ``download_url``). Without ``--download`` nothing is fetched, ever."""
+    if not download or present.exists():
+        return
+    from torchvision.datasets import utils
+    fetch = utils.download_and_extract_archive if extract else utils.download_url
+    fetch(url, str(into), filename=filename, md5=md5)
 
 
 # the readers register themselves on import (one module per on-disk format)

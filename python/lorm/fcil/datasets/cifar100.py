@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Dataset
 
-from . import LoadedDataset, register, require_root
-from .images import download_if_asked
+from . import LoadedDataset, download_if_asked, register, require_root
 from .transforms import transforms_for
 
 if TYPE_CHECKING:

@@ -10,14 +10,13 @@ samples are raw texts: the backbone tokenises them once per run (``Backbone.prep
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from . import LoadedDataset, register
+from . import LoadedDataset, download_if_asked, register
 
 FILE = "data_full.json"
 URL = "https://raw.githubusercontent.com/clinc/oos-eval/master/data/data_full.json"
@@ -93,10 +92,7 @@ def locate(data_root: str | None, download: bool) -> Path:
         raise FileNotFoundError(f"dataset clinc150 needs --set data_root=<folder holding "
                                 f"{FILE}> (or add --download to fetch it there)")
     path = Path(data_root) / FILE
-    if download and not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(URL, timeout=60) as response:
-            path.write_bytes(response.read())
+    download_if_asked(download, path, URL, path.parent, extract=False, filename=FILE)
     return path
 
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from . import LoadedDataset, register, require_root
-from .images import ImageFiles, check_images_exist, download_if_asked, require_files
+from . import LoadedDataset, download_if_asked, register, require_root
+from .images import ImageFiles, check_images_exist, require_files
 from .transforms import transforms_for
 
 if TYPE_CHECKING:

@@ -27,15 +27,6 @@ class ImageFiles(Dataset):
         return (self.transform(image) if self.transform else image), self.targets[index]
 
 
-def download_if_asked(download: bool, present: Path, url: str, into: Path, **archive) -> None:
-    """With ``--download`` and ``present`` absent: fetch ``url`` and unpack it into
-    ``into`` (torchvision's ``download_and_extract_archive``; ``archive``: its filename,
-    md5). Without ``--download`` nothing is fetched, ever."""
-    if download and not present.exists():
-        from torchvision.datasets.utils import download_and_extract_archive
-        download_and_extract_archive(url, str(into), **archive)
-
-
 def require_files(name: str, layout: str, *paths: Path) -> None:
     """One FileNotFoundError naming the first missing path and the expected layout."""
     for path in paths:
