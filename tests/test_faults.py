@@ -161,23 +161,28 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def newest_two(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("checkpoint-*.safetensors"))[-2:]
+def kept_parts(run_dir: Path) -> list[dict[str, dict]]:
+    """The parts named by the two kept checkpoint JSONs, older first."""
+    names = sorted(run_dir.glob("checkpoint-*.json"))
+    assert len(names) == checkpoint.KEEP
+    return [json.loads(p.read_text())["parts"] for p in names]
 
 
 def test_truncated_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path, capsys):
     run_dir = copy_run(finished_run, tmp_path / "run")
-    previous, latest = newest_two(run_dir)
-    latest.write_bytes(latest.read_bytes()[:1000])
+    previous, latest = kept_parts(run_dir)
+    path = run_dir / latest["round"]["file"]
+    path.write_bytes(path.read_bytes()[:1000])
     tensors, state = checkpoint.load(run_dir)
     err = capsys.readouterr().err
-    assert latest.name in err and "resuming from checkpoint" in err
-    assert state["tensors"] == previous.name
+    assert path.name in err and "resuming from checkpoint" in err
+    assert state["parts"] == previous
 
 
 def test_values_changed_on_disk_are_detected_and_not_trained_on(finished_run, tmp_path, capsys):
     run_dir = copy_run(finished_run, tmp_path / "run")
-    for path in newest_two(run_dir):  # same size, one byte changed near the end (a value)
+    files = {ref["file"] for parts in kept_parts(run_dir) for ref in parts.values()}
+    for path in (run_dir / name for name in files):  # same size, one byte changed (a value)
         data = bytearray(path.read_bytes())
         data[-3] ^= 0x40
         path.write_bytes(bytes(data))
@@ -187,6 +192,56 @@ def test_values_changed_on_disk_are_detected_and_not_trained_on(finished_run, tm
     err = capsys.readouterr().err
     assert code == 2 and "no whole checkpoint" in err
     assert err.strip().splitlines()[-1].startswith("error:")
+
+
+def test_checkpoints_write_what_changed_and_keep_only_what_is_named(tmp_path, monkeypatch):
+    """A round's save writes the round part alone (head and factors); the cross-task
+    sums and residuals (the task part) are written once per task and named by the
+    round saves after it; no file outlives the two kept checkpoints that name it."""
+    written: list[tuple[str, int]] = []
+    original = checkpoint._write_atomically
+
+    def record(path, data):
+        written.append((path.name, len(data)))
+        original(path, data)
+
+    monkeypatch.setattr(checkpoint, "_write_atomically", record)
+    run(load_config(None, SMALL), tmp_path, quiet=True)
+    saves = [[n for n, _ in written if n.startswith(f"checkpoint-{k:06d}-")]
+             for k in range(1, SAVES + 1)]
+    task_end_saves = {1, 4, 7}  # the first save, and each task's end (2 tasks x 2 rounds)
+    for k, files in enumerate(saves, start=1):
+        parts = sorted(n.rsplit("-", 1)[1] for n in files)
+        assert parts == (["round.safetensors", "task.safetensors"] if k in task_end_saves
+                         else ["round.safetensors"]), (k, files)
+    # between rounds no layer serves a dense delta: the factors and the head alone
+    round_bytes = max(b for n, b in written if int(n.split("-")[1]) not in task_end_saves)
+    task_bytes = max(b for n, b in written if n.endswith("-task.safetensors"))
+    assert round_bytes < task_bytes / 10
+    previous, latest = kept_parts(tmp_path)
+    assert previous["task"]["file"] == "checkpoint-000004-task.safetensors"
+    named = {ref["file"] for parts in (previous, latest) for ref in parts.values()}
+    on_disk = {p.name for p in tmp_path.glob("checkpoint-*") if not p.name.endswith(".json")}
+    assert on_disk == named
+    round_keys = checkpoint._read_part(tmp_path, "", previous["round"]).keys()
+    assert round_keys and all(k.startswith("head.") or k.rsplit(".", 1)[1] in ("A", "B", "delta")
+                              for k in round_keys)
+
+
+def test_one_file_checkpoints_of_earlier_lorm_still_load(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    tensors, state = checkpoint.load(run_dir)
+    for path in run_dir.glob("checkpoint-*"):
+        path.unlink()
+    blob = st_save(tensors)
+    (run_dir / "checkpoint-000009.safetensors").write_bytes(blob)
+    old = {"config": state["config"], "progress": state["progress"],
+           "tensors": "checkpoint-000009.safetensors", "sha256": hashlib.sha256(blob).hexdigest()}
+    (run_dir / "checkpoint-000009.json").write_text(json.dumps(old))
+    again, _ = checkpoint.load(run_dir)
+    assert again.keys() == tensors.keys() and all(torch.equal(again[k], tensors[k]) for k in again)
+    before = json.loads((run_dir / "summary.json").read_text())["accuracy_matrix"]
+    assert resume(run_dir, quiet=True)["accuracy_matrix"] == before
 
 
 def test_resume_refuses_options_that_would_change_the_run(finished_run, capsys):

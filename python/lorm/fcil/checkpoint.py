@@ -1,18 +1,26 @@
-"""Crash-safe checkpoints: tensors in safetensors, bookkeeping in JSON, never pickle.
+"""Crash-safe checkpoints that cost what changed: tensors in safetensors parts,
+bookkeeping in JSON, never pickle.
 
-Checkpoint ``k`` is the pair ``checkpoint-<k>.safetensors`` + ``checkpoint-<k>.json``;
-``k`` grows by one with every save, so a save never writes a file that a committed
-checkpoint points at. One save:
+A run's state falls into parts that change at different rates (lorm.fcil.loop: a
+``round`` part with the LoRA factors and the head, rewritten every round; a ``task``
+part with the cross-task sums, rewritten only at a task's end). Checkpoint ``k`` is
+``checkpoint-<k>.json``, which names one file per part with its sha256; a part that did
+not change since the last save is not written again but named as it is
+(``checkpoint-<j>-<part>.safetensors`` of an earlier save ``j``). ``k`` grows by one with
+every save, so a save never writes a file that a committed checkpoint names. One save:
 
-1. tensors -> ``checkpoint-<k>.safetensors.tmp``, renamed to ``checkpoint-<k>.safetensors``;
-2. JSON (with the tensor file's sha256) -> ``checkpoint-<k>.json.tmp``, renamed to
+1. each changed part -> ``checkpoint-<k>-<part>.safetensors.tmp``, renamed without
+   ``.tmp``;
+2. JSON (every part's file and sha256) -> ``checkpoint-<k>.json.tmp``, renamed to
    ``checkpoint-<k>.json``: the commit point;
-3. every checkpoint older than the one before ``k`` is removed.
+3. JSONs older than the one before ``k`` are removed, then every tensor file that
+   neither kept JSON names.
 
-So the last committed checkpoint and the one before it are on disk at every moment.
-:func:`load` takes the newest whole one (JSON parses, tensor file present with the
-recorded sha256, safetensors loads), says on stderr which damaged ones it passed
-over, and raises :class:`CheckpointError` when none is whole.
+So the last committed checkpoint and the one before it are whole on disk at every
+moment. :func:`load` takes the newest whole one (JSON parses, every part present with
+its recorded sha256, safetensors loads), says on stderr which damaged ones it passed
+over, and raises :class:`CheckpointError` when none is whole. Checkpoints of one
+tensor file (``"tensors"`` and ``"sha256"`` in the JSON, lorm before parts) still load.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ from safetensors.torch import save as st_save
 
 NAME = re.compile(r"^checkpoint-(\d+)\.json$")
 KEEP = 2  # the latest committed checkpoint and the one before it
+
+# A part as a checkpoint names it: {"file": name in the run directory, "sha256": hex}.
+PartRef = dict[str, str]
 
 # Called with the name of each save boundary; tests replace it to inject crashes.
 fault_point: Callable[[str], None] = lambda boundary: None
@@ -55,57 +66,109 @@ def _numbers(run_dir: Path) -> list[int]:
     return sorted((int(m.group(1)) for m in found if m), reverse=True)
 
 
-def _paths(run_dir: Path, number: int) -> tuple[Path, Path]:
-    stem = Path(run_dir) / f"checkpoint-{number:06d}"
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+def _json_path(run_dir: Path, number: int) -> Path:
+    return Path(run_dir) / f"checkpoint-{number:06d}.json"
 
 
-def save(run_dir: Path, tensors: dict[str, torch.Tensor], state: dict) -> int:
-    """Commits a new checkpoint of ``tensors`` and the JSON-serialisable ``state``;
-    returns its number."""
+def _part_path(run_dir: Path, number: int, part: str) -> Path:
+    return Path(run_dir) / f"checkpoint-{number:06d}-{part}.safetensors"
+
+
+def _parts_of(state: dict) -> dict[str, PartRef]:
+    """The parts a checkpoint JSON names (one ``all`` part for the one-file format)."""
+    if "parts" in state:
+        return state["parts"]
+    return {"all": {"file": state["tensors"], "sha256": state["sha256"]}}
+
+
+def save(run_dir: Path, parts: dict[str, dict[str, torch.Tensor]], state: dict,
+         unchanged: dict[str, PartRef] | None = None) -> dict[str, PartRef]:
+    """Commits a new checkpoint: the tensors of each part in ``parts`` written anew, the
+    parts in ``unchanged`` named as they are on disk, and the JSON-serialisable
+    ``state``. Returns every part's reference (to pass back as ``unchanged`` later)."""
     run_dir = Path(run_dir)
     numbers = _numbers(run_dir)
     number = numbers[0] + 1 if numbers else 1
-    tensor_path, json_path = _paths(run_dir, number)
-    owned = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    refs = dict(unchanged or {})
+    for name, ref in refs.items():
+        if not (run_dir / ref["file"]).is_file():
+            raise CheckpointError(f"part {name!r} ({ref['file']}) is gone from {run_dir}")
+    blobs = {}
+    for name, tensors in parts.items():
+        owned = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+        blobs[name] = st_save(owned)
     fault_point("before tensors")
-    blob = st_save(owned)
-    _write_atomically(tensor_path, blob)
+    for name, blob in blobs.items():
+        path = _part_path(run_dir, number, name)
+        _write_atomically(path, blob)
+        refs[name] = {"file": path.name, "sha256": hashlib.sha256(blob).hexdigest()}
     fault_point("after tensors")
-    record = {**state, "tensors": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest()}
+    json_path = _json_path(run_dir, number)
     tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
+    tmp.write_text(json.dumps({**state, "parts": refs}, indent=1))
     fault_point("after json temp")
     os.replace(tmp, json_path)
     fault_point("after commit")
-    for old in numbers[KEEP - 1:]:
-        for path in _paths(run_dir, old):
+    _remove_unreferenced(run_dir, [number, *numbers])
+    return refs
+
+
+def _remove_unreferenced(run_dir: Path, numbers: list[int]) -> None:
+    """Removes the JSONs after the first :data:`KEEP` of ``numbers`` (newest first),
+    then every tensor file and temporary file that no kept JSON names."""
+    for old in numbers[KEEP:]:
+        _json_path(run_dir, old).unlink(missing_ok=True)
+    named = set()
+    for number in numbers[:KEEP]:
+        try:
+            state = json.loads(_json_path(run_dir, number).read_text())
+            named |= {ref["file"] for ref in _parts_of(state).values()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # a kept JSON we cannot read: keep every file it might name
+    for path in run_dir.glob("checkpoint-*"):
+        stale_tmp = path.name.endswith(".tmp")
+        if stale_tmp or (path.suffix == ".safetensors" and path.name not in named):
             path.unlink(missing_ok=True)
-    return number
+
+
+def _read_part(run_dir: Path, json_name: str, ref: PartRef) -> dict[str, torch.Tensor]:
+    path = run_dir / ref["file"]
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        raise CheckpointError(f"{path.name} is missing") from None
+    if hashlib.sha256(blob).hexdigest() != ref["sha256"]:
+        raise CheckpointError(f"{path.name} does not match the sha256 recorded in "
+                              f"{json_name} (truncated or changed on disk)")
+    try:
+        return st_load(blob)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{path.name} is not a safetensors file ({exc})") from None
 
 
 def _read(run_dir: Path, number: int) -> tuple[dict[str, torch.Tensor], dict]:
-    tensor_path, json_path = _paths(run_dir, number)
+    json_path = _json_path(run_dir, number)
     try:
         state = json.loads(json_path.read_text())
-        expected = state["sha256"]
+        refs = _parts_of(state)
+        files = [(ref["file"], ref["sha256"]) for ref in refs.values()]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{json_path.name} is unreadable ({exc})") from None
-    try:
-        blob = tensor_path.read_bytes()
-    except OSError:
-        raise CheckpointError(f"{tensor_path.name} is missing") from None
-    if hashlib.sha256(blob).hexdigest() != expected:
-        raise CheckpointError(f"{tensor_path.name} does not match the sha256 recorded in "
-                              f"{json_path.name} (truncated or changed on disk)")
-    try:  # sorted: safetensors' in-memory loader does not promise an order
-        return dict(sorted(st_load(blob).items())), state
-    except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{tensor_path.name} is not a safetensors file ({exc})") from None
+    if any(not isinstance(v, str) or "/" in v for pair in files for v in pair):
+        raise CheckpointError(f"{json_path.name} names a part outside the run directory")
+    tensors: dict[str, torch.Tensor] = {}
+    for ref in refs.values():
+        part = _read_part(run_dir, json_path.name, ref)
+        if part.keys() & tensors.keys():
+            raise CheckpointError(f"{json_path.name}: parts share tensor names "
+                                  f"{sorted(part.keys() & tensors.keys())[:3]}")
+        tensors.update(part)
+    # sorted: safetensors' in-memory loader does not promise an order
+    return dict(sorted(tensors.items())), state
 
 
 def load(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The newest whole checkpoint's tensors and state."""
+    """The newest whole checkpoint's tensors and state (``state["parts"]``: its parts)."""
     run_dir = Path(run_dir)
     numbers = _numbers(run_dir)
     if not numbers:
@@ -114,14 +177,14 @@ def load(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
     problems = []
     for number in numbers:
         try:
-            loaded = _read(run_dir, number)
+            tensors, state = _read(run_dir, number)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
         for problem in problems:
             print(f"warning: {run_dir}: {problem}; resuming from checkpoint {number} instead",
                   file=sys.stderr)
-        return loaded
+        return tensors, {**state, "parts": _parts_of(state)}
     raise CheckpointError(f"{run_dir}: no whole checkpoint to resume from: " + "; ".join(problems))
 
 
@@ -130,4 +193,4 @@ def latest_state(run_dir: Path) -> dict:
     numbers = _numbers(Path(run_dir))
     if not numbers:
         raise CheckpointError(f"{run_dir} has no checkpoint")
-    return json.loads(_paths(run_dir, numbers[0])[1].read_text())
+    return json.loads(_json_path(run_dir, numbers[0]).read_text())

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..backbones import Backbone
@@ -17,19 +16,6 @@ from ..lora import LoRALinear, train_factor
 from ..stats import StatsCollector
 
 STATS_PADDING = ("exclude", "include")
-
-
-def derived_seed(parts: list[int]) -> int:
-    """A 63-bit seed that depends on every part (e.g. run seed, task, round, client)."""
-    return int(np.random.SeedSequence(parts).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def make_loader(dataset: Dataset, indices: list[int], batch_size: int, seed: list[int],
-                shuffle: bool = True) -> DataLoader:
-    """A loader over ``indices`` whose shuffling depends only on ``seed`` (resumable)."""
-    gen = torch.Generator().manual_seed(derived_seed(seed))
-    return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=shuffle,
-                      generator=gen, num_workers=0)
 
 
 def autocast(device: torch.device, enabled: bool):

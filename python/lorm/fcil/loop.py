@@ -1,8 +1,9 @@
 """The federated class-incremental loop: tasks x rounds x clients, the end-of-task
 cross-task merge, evaluation, metrics, checkpoints and resume.
 
-Every random choice derives from (seed, task, round, client), so a run resumed from
-its last checkpoint finishes exactly like an uninterrupted one.
+Every random draw derives from the seed and where it happens (lorm.fcil.randomness),
+so two runs of one config are bit-identical and a run resumed from its last checkpoint
+finishes exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from ..backbones.base import build_lora
 from ..lora import LoRALinear, head_of, serving
 from ..messages import ClientUpdate, SolveStats
 from . import checkpoint
-from .client import collect_statistics, derived_seed, make_loader, train_locally
+from .client import collect_statistics, train_locally
 from .config import Config, apply_overrides
 from .data import Benchmark, build_benchmark
 from .partition import sample_clients
+from .randomness import EVAL, SETUP, STATS, TASK_END, TRAIN, derived_seed, drawn_from, make_loader
 from .methods import Method, make_method
 from .metrics import summarize
 
@@ -88,6 +90,11 @@ class Run:
         if self.ctx.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.quiet = quiet or not self.ctx.is_main  # rank 0 alone reports
+        with drawn_from([config.seed, SETUP], self.device):  # e.g. check_input's sample
+            self.set_up(config)
+
+    def set_up(self, config: Config) -> None:
+        """Backbone, weights, method, data, model and the server's empty state."""
         self.backbone: Backbone = make_backbone(config.backbone)
         # the weights first: a missing file stops the run before any data is read
         self.weights = self.backbone.weights(config)
@@ -109,13 +116,25 @@ class Run:
         self.merger = CrossTaskMerger()
         self.history: dict[str, torch.Tensor] = {}  # sum of the earlier tasks' residuals
         self.progress = Progress()
+        self.part_refs: dict[str, checkpoint.PartRef] = {}  # the last checkpoint's parts
         self.test_sizes = [len(ix) for ix in self.bench.test_indices]
 
     # -- state ------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = self.deployed_tensors()
-        out.update({f"merger/{k}": v for k, v in self.merger.state_dict().items()})
-        return out
+        """The server's whole state: :meth:`round_tensors` and :meth:`task_tensors`."""
+        return {**self.round_tensors(), **self.task_tensors()}
+
+    def round_tensors(self) -> dict[str, torch.Tensor]:
+        """What a round may change: the head, every layer's ``A`` and ``B``, and the
+        dense ``delta`` where a layer serves one (regmean-lora's, or a task's merge
+        until the next task starts)."""
+        return {k: v for k, v in self.deployed_tensors().items() if not k.startswith("history/")}
+
+    def task_tensors(self) -> dict[str, torch.Tensor]:
+        """What changes only at a task's end: the earlier tasks' residuals
+        (``history/``) and the cross-task merger's sums (``merger/``)."""
+        return {**{f"history/{k}": v for k, v in self.history.items()},
+                **{f"merger/{k}": v for k, v in self.merger.state_dict().items()}}
 
     def deployed_tensors(self) -> dict[str, torch.Tensor]:
         """What a client needs of the server's state: the global head, every layer's
@@ -146,12 +165,20 @@ class Run:
                                      for k, v in tensors.items() if k.startswith("merger/")},
                                     num_tasks=len(self.progress.acc))
 
-    def save(self) -> None:
+    def save(self, task_changed: bool = False) -> None:
+        """Commits a checkpoint: :meth:`round_tensors` always, :meth:`task_tensors` only
+        when ``task_changed`` (or when no checkpoint of this run names them yet)."""
         if not self.ctx.is_main:
             return
-        checkpoint.save(self.run_dir, self.tensors(),
-                        {"config": self.config.to_dict(),
-                         "progress": dataclasses.asdict(self.progress)})
+        parts, unchanged = {"round": self.round_tensors()}, {}
+        if task_changed or "task" not in self.part_refs:
+            parts["task"] = self.task_tensors()
+        else:
+            unchanged["task"] = self.part_refs["task"]
+        self.part_refs = checkpoint.save(self.run_dir, parts,
+                                         {"config": self.config.to_dict(),
+                                          "progress": dataclasses.asdict(self.progress)},
+                                         unchanged)
 
     def log(self, record: dict) -> None:
         if self.ctx.is_main:
@@ -183,16 +210,19 @@ class Run:
         classes = torch.tensor(self.bench.task_classes[task], device=self.device)
         self.load_client()
         lrs = {"A": cfg.lr_a, "B": cfg.lr_b, "head": cfg.lr_head}
-        self.timed("train", train_locally, self.client_model, self.client_layers, self.client_head,
-                   self.method.trains(rnd), loader, classes, cfg.local_epochs, lrs, self.device,
-                   cfg.amp, self.backbone, progress=not self.quiet)
+        with drawn_from([cfg.seed, task, rnd, client, TRAIN], self.device):
+            self.timed("train", train_locally, self.client_model, self.client_layers,
+                       self.client_head, self.method.trains(rnd), loader, classes,
+                       cfg.local_epochs, lrs, self.device, cfg.amp, self.backbone,
+                       progress=not self.quiet)
         mode = self.method.stats_mode(rnd)
         stats = None
         if mode is not None:
             stats_loader = make_loader(self.bench.train, indices, cfg.batch_size,
                                        [cfg.seed, task, rnd, client, 1])
             current = {n: l.served_residual() for n, l in self.client_layers.items()}
-            with self.statistics_model(task, current):
+            with self.statistics_model(task, current), \
+                    drawn_from([cfg.seed, task, rnd, client, STATS], self.device):
                 stats = self.timed("stats", collect_statistics, self.client_model,
                                    self.client_layers, self.client_head, mode, stats_loader,
                                    cfg.stats_passes, self.device, cfg.amp, self.backbone,
@@ -302,7 +332,8 @@ class Run:
         indices = self.bench.client_indices[task][client]
         loader = make_loader(self.bench.train, indices, cfg.batch_size,
                              [cfg.seed, task, cfg.rounds, client, 2])
-        with serving(self.client_layers, residuals), self.statistics_model(task, residuals):
+        with serving(self.client_layers, residuals), self.statistics_model(task, residuals), \
+                drawn_from([cfg.seed, task, cfg.rounds, client, TASK_END], self.device):
             stats = self.timed("stats", collect_statistics, self.client_model,
                                self.client_layers, None, mode, loader, cfg.stats_passes,
                                self.device, cfg.amp, self.backbone, cfg.stats_padding)
@@ -377,10 +408,11 @@ class Run:
         loader = make_loader(self.bench.test, indices, 256, [0], shuffle=False)
         model.eval()
         correct = total = 0
-        for x, y in loader:
-            logits = model(self.backbone.to_device(x, self.device))[:, seen]
-            correct += (seen[logits.argmax(1)] == y.to(self.device)).sum().item()
-            total += len(y)
+        with drawn_from([self.config.seed, test_task, seen_task, EVAL], self.device):
+            for x, y in loader:
+                logits = model(self.backbone.to_device(x, self.device))[:, seen]
+                correct += (seen[logits.argmax(1)] == y.to(self.device)).sum().item()
+                total += len(y)
         return correct, total
 
     def evaluate_live(self, task: int) -> float:
@@ -404,7 +436,7 @@ class Run:
                     self.save()
             self.end_task(task)
             p.task, p.round, p.phase = task + 1, 0, "round"
-            self.save()
+            self.save(task_changed=True)
             if not self.quiet:
                 tqdm.write(f"task {task}: accuracy over tasks <= {task}: "
                            f"{summarize(p.acc, self.test_sizes)['final_average_accuracy']:.4f}")
@@ -520,6 +552,7 @@ def resume(run_dir: str | Path, quiet: bool = False, overrides: list[str] | None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise checkpoint.CheckpointError(f"{run_dir}: the checkpoint does not fit this run's "
                                          f"model ({type(exc).__name__}: {exc})") from None
+    runner.part_refs = state["parts"]
     if runner.ctx.is_main:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:runner.progress.metrics_lines]
         (run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
