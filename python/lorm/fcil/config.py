@@ -36,6 +36,9 @@ class Config:
     class_order: str = "natural"       # or "shuffled": a seeded permutation of the classes
     partition: str = "per-sample"      # a Dirichlet client draw per sample; or "proportional"
     transforms: str = "authors"        # each dataset's own recipe (docs/datasets.md); or "uniform"
+    # CUB-200 pixels as the JPEGs hold them; "negative": each value v -> (256 - v) mod 256,
+    # what fed-mammoth's CUB reader feeds its model (a uint8 overflow; docs/fidelity.md)
+    cub_pixels: str = "official"
     min_samples_per_client: int = 6    # per client per task (redrawn); 0 lets clients sit out
     participation: float = 1.0         # fraction of clients per round, floor(fraction * N)
     max_length: int = 64               # text: tokens per query at most (clinc150)
@@ -124,6 +127,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "class_order": (_STR, False, lambda v: v in CLASS_ORDERS, f"one of {', '.join(CLASS_ORDERS)}"),
     "partition": (_STR, False, lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
     "transforms": (_STR, False, lambda v: v in ("authors", "uniform"), "authors or uniform"),
+    "cub_pixels": (_STR, False, lambda v: v in ("official", "negative"), "official or negative"),
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit', a timm model name, 'minilm', "
