@@ -103,6 +103,32 @@ def test_uniform_transforms_key_keeps_the_earlier_single_recipe(roots):
     assert authors.test[0][0].min() >= 0
 
 
+def test_cub_negative_pixels_are_fed_mammoths_uint8_overflow(tmp_path):
+    """fed-mammoth's MyCUB200.__getitem__: Image.fromarray((img * 255).astype(np.int8),
+    mode="RGB") on the uint8 image. Pillow up to 11.2 reads the int8 array's bytes as
+    RGB, i.e. .view(np.uint8); Pillow 11.3+ refuses int8 arrays, so the bytes are taken
+    here as it took them."""
+    from PIL import Image
+
+    from lorm.fcil.datasets.cub200 import Negative
+
+    every = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)
+    theirs = (every * 255).astype(np.int8).view(np.uint8)
+    ours = np.asarray(Negative(None)(Image.fromarray(every)))
+    assert np.array_equal(ours, theirs)
+    assert ours[0, :3, 0].tolist() == [0, 255, 254] and ours[-1, -1, 0] == 1  # 0, 1, 2; 255
+    WRITERS["cub200"](tmp_path)
+    official, negative = (load_dataset(Config(dataset="cub200", data_root=str(tmp_path),
+                                              cub_pixels=pixels).validate())
+                          for pixels in ("official", "negative"))
+    with Image.open(official.test.paths[0]) as img:
+        inverted = Image.fromarray((np.asarray(img.convert("RGB")) * 255).astype(np.int8)
+                                   .view(np.uint8))
+    torch.testing.assert_close(negative.test[0][0], official.test.transform(inverted),
+                               rtol=0, atol=0)
+    assert not torch.allclose(negative.test[0][0], official.test[0][0])
+
+
 @pytest.mark.parametrize("name,missing", [
     ("imagenet-r", "imagenet-r/imagenet-r_test.yaml"), ("eurosat", "EuroSAT_RGB/split.json"),
     ("cub200", "CUB_200_2011/train_test_split.txt"), ("cars196", "stanford_cars/devkit/cars_meta.mat"),

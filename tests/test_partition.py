@@ -75,6 +75,20 @@ def test_partition_of_real_draws_covers_every_sample_once_and_fails_clearly():
         dirichlet_partition(labels, [0], 40, 0.05, 5, np.random.default_rng(0), max_tries=5)
 
 
+def test_partition_gives_up_after_fed_mammoths_9999_draws(monkeypatch):
+    # _split_fcil: `iterations += 1; assert iterations < 10000` ahead of each draw, so the
+    # 9999th draw is the last one. One sample can never reach both of two clients.
+    from lorm.fcil import partition
+
+    draws = []
+    per_sample = partition._SPLITTERS["per-sample"]
+    monkeypatch.setitem(partition._SPLITTERS, "per-sample",
+                        lambda *args: draws.append(1) or per_sample(*args))
+    with pytest.raises(ValueError, match=r"2 clients 1 samples of 1 \(beta = 1.0, 9999 draws\)"):
+        dirichlet_partition(np.array([0]), [0], 2, 1.0, 1, np.random.default_rng(0))
+    assert len(draws) == 9999
+
+
 def test_class_order_natural_by_default_or_seeded():
     assert split_classes(6, 3, seed=0) == [[0, 1], [2, 3], [4, 5]]
     assert split_classes(7, 3, seed=0, last_task_classes=3) == [[0, 1], [2, 3], [4, 5, 6]]

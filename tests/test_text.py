@@ -108,6 +108,96 @@ def test_statistics_respect_the_padding_rule(mode, padding):
     assert stats.rows == 3  # the head sees one pooled row per query
 
 
+def tiny_bert_folder(folder: Path, hidden: int = 16) -> Path:
+    """A local BERT folder (config.json, model.safetensors, vocab.txt) that ``HFEncoder``
+    builds and tokenises with, offline: the words ``w0`` .. ``w34``, one token each."""
+    from transformers import BertConfig, BertModel
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(35)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    config = BertConfig(vocab_size=len(words), hidden_size=hidden, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder))
+    return folder
+
+
+def built_encoder(folder: Path, *settings: str, num_classes: int = 3):
+    from lorm.fcil import load_config
+
+    config = load_config(None, ["backbone=hf-bert", f"pretrained={folder}", "max_length=16",
+                                *settings])
+    backbone = make_backbone("hf-bert")
+    return backbone, backbone.build(config, num_classes).eval()
+
+
+def test_include_split_pads_every_query_to_the_splits_longest(tmp_path):
+    """fed-mammoth tokenises each split whole with padding=True (seq_oos.py MyOOS.__init__)
+    and never trims a batch, so its Gram hooks see every query padded to the split's
+    longest. Here the split's longest query has 6 words, 8 tokens with [CLS] and [SEP];
+    the batch holds the other three (1, 2 and 3 words: 3, 4 and 5 tokens)."""
+    from torch.utils.data import DataLoader, Subset
+
+    folder = tiny_bert_folder(tmp_path / "bert")
+    texts = ["w1 w2 w3 w4 w5 w6", "w1", "w2 w3", "w4 w5 w6"]
+    dataset = clinc150.TextDataset(texts, np.array([0, 1, 2, 0]))
+    grams = {}
+    for padding, width in (("include-split", 8), ("include", 5)):
+        backbone, model = built_encoder(folder, f"stats_padding={padding}")
+        layers = inject_lora(model, 2, BERT_TARGETS)
+        prepared = backbone.prepare(dataset, [0, 1, 2, 3])
+        assert prepared[1][0]["input_ids"].tolist() == [2, 6, 3, 0, 0, 0, 0, 0]  # "w1", padded
+        loader = DataLoader(Subset(prepared, [1, 2, 3]), batch_size=3)
+        batch = backbone.to_device(next(iter(loader))[0], torch.device("cpu"))
+        assert batch["input_ids"].shape == (3, width)
+        seen = {}
+        handles = [layer.register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, i[0].detach()))
+            for name, layer in layers.items()]
+        with torch.no_grad():
+            logits = model(batch)
+        for h in handles:
+            h.remove()
+        stats = collect_statistics(model, layers, None, "full", loader, 1, torch.device("cpu"),
+                                   False, backbone, padding)
+        for name, x in seen.items():
+            rows = x.reshape(-1, x.shape[-1]).double()
+            assert rows.shape[0] == 3 * width  # every row of every query, padding included
+            gram = rows.T @ rows
+            torch.testing.assert_close(stats.grams[name].double(), gram, rtol=1e-5,
+                                       atol=1e-5 * float(gram.abs().max()))
+        grams[padding] = stats.grams
+        if padding == "include-split":
+            split_logits = logits
+        else:  # the width changes what the statistics see, not what the model outputs
+            torch.testing.assert_close(logits, split_logits, rtol=1e-4, atol=1e-5)
+    # fed-mammoth's rule adds the rows of the 3 columns past the batch's longest query (9
+    # rows, a positive semi-definite Gram of non-zero rows): a larger diagonal everywhere
+    for name in grams["include"]:
+        extra = grams["include-split"][name].double() - grams["include"][name].double()
+        assert float(extra.diagonal().min()) > 0
+
+
+def test_head_init_backbone_keeps_nn_linear_default_on_text(tmp_path):
+    """fed-mammoth's T5 head is a bare nn.Linear(d_model, classes) (_networks/t5.py T5),
+    never re-initialised: weight and bias uniform in +-1/sqrt(d). head_init=backbone
+    keeps the text model's nn.Linear init; the default replaces it by timm's."""
+    folder = tiny_bert_folder(tmp_path / "bert")
+    bound = 1 / 16 ** 0.5  # d = 16
+    _, model = built_encoder(folder, "head_init=backbone", num_classes=200)
+    w, b = model.head.weight.detach(), model.head.bias.detach()
+    assert w.shape == (200, 16)
+    assert float(w.abs().max()) <= bound and float(b.abs().max()) <= bound
+    assert float(w.abs().max()) > 0.98 * bound and float(b.abs().min()) > 0
+    # U(-c, c): std c / sqrt(3), half of the mass within c / 2 (3200 draws)
+    assert abs(float(w.std()) - bound / 3 ** 0.5) < 0.05 * bound
+    assert abs(float((w.abs() < bound / 2).float().mean()) - 0.5) < 0.05
+    _, default = built_encoder(folder, num_classes=200)
+    assert torch.equal(default.head.bias.detach(), torch.zeros(200))
+    assert 0.017 < float(default.head.weight.detach().std()) < 0.023
+
+
 def test_mean_pooling_ignores_padding():
     model, _ = tiny_bert()
     inputs, _ = padded_batch()

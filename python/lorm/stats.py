@@ -14,8 +14,8 @@ in whatever dtype the forward runs in (bf16/fp16 under autocast): no up-cast cop
 Which rows are data: a layer sees ``(B, L, d)`` inputs; before each forward the caller
 may set :attr:`StatsCollector.mask`, a bool ``(B, L)`` from the backbone
 (``Backbone.rows_mask``), and only the rows it marks go into the Grams (padded text
-tokens are not data). ``None`` (images, or ``stats_padding: include``) takes every row
-with no copy.
+tokens are not data). ``None`` (images, or ``stats_padding: include`` / ``include-split``)
+takes every row with no copy.
 """
 
 from __future__ import annotations

@@ -75,8 +75,8 @@ class TextClassifier(nn.Module):
 
 class TokenizedTexts(Dataset):
     """Texts tokenised once: items ``({"input_ids", "attention_mask"} (L,), label)``,
-    padded to the longest text (at most ``max_length`` tokens). Only the indices
-    ``used`` are tokenised; reading another one is an error."""
+    every one padded to the longest of the tokenised texts (at most ``max_length``
+    tokens). Only the indices ``used`` are tokenised; reading another one is an error."""
 
     def __init__(self, encoded: dict[str, torch.Tensor], targets, used: list[int]):
         self.encoded, self.targets = encoded, targets
@@ -95,7 +95,13 @@ class TokenizedTexts(Dataset):
 
 class HFEncoder(Backbone):
     """A BERT-family encoder from a local folder: ``pretrained`` names the folder
-    (``shipped`` or null: ``default_folder``, e.g. the MiniLM package's)."""
+    (``shipped`` or null: ``default_folder``, e.g. the MiniLM package's).
+
+    Batch width: each split is tokenised once, padded to its longest query
+    (:meth:`prepare`); :meth:`to_device` then trims every batch to its own longest
+    query, except under ``stats_padding: include-split``, fed-mammoth's rule, where
+    every batch keeps the split's width so that the statistics see each query padded
+    to the split's longest (``_datasets/seq_oos.py`` ``MyOOS.__init__``)."""
 
     default_targets = BERT_TARGETS
 
@@ -103,6 +109,7 @@ class HFEncoder(Backbone):
         self.default_folder = default_folder
         self.folder: Path | None = None
         self.max_length = 64
+        self.trim_batches = True
 
     def resolve(self, pretrained: str | None) -> Path:
         if pretrained not in (None, "auto", "shipped", "none"):
@@ -130,6 +137,7 @@ class HFEncoder(Backbone):
         logging.disable_progress_bar()
         self.folder = self.resolve(config.pretrained)
         self.max_length = config.max_length
+        self.trim_batches = config.stats_padding != "include-split"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             encoder = AutoModel.from_pretrained(str(self.folder), local_files_only=True,
@@ -140,7 +148,9 @@ class HFEncoder(Backbone):
         return model
 
     def prepare(self, dataset: Dataset, used: list[int]) -> Dataset:
-        """Tokenises ``dataset.texts[used]`` once (no network), padding to the longest."""
+        """Tokenises ``dataset.texts[used]`` once (no network), every text padded to the
+        longest of them: the split's longest query when the run reads the whole split
+        (fed-mammoth tokenises each split whole with ``padding=True``)."""
         from transformers import AutoTokenizer
 
         texts = getattr(dataset, "texts", None)
@@ -156,8 +166,12 @@ class HFEncoder(Backbone):
                               dataset.targets, used)
 
     def to_device(self, inputs: dict[str, torch.Tensor], device: torch.device):
-        """The batch trimmed to its longest real text (the padding columns every row has
-        change no output), on ``device``."""
+        """The batch trimmed to its longest real text, on ``device`` (dropping the padding
+        columns every row has changes no output, only which padding rows ``stats_padding:
+        include`` feeds the Grams); untrimmed, as wide as the split's longest query,
+        under ``include-split``."""
+        if not self.trim_batches:
+            return {k: v.to(device) for k, v in inputs.items()}
         mask = inputs["attention_mask"]
         length = int(mask.sum(1).max())
         return {k: v[:, :length].to(device) for k, v in inputs.items()}

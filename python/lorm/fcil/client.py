@@ -15,7 +15,7 @@ from ..backbones import Backbone
 from ..lora import LoRALinear, train_factor
 from ..stats import StatsCollector
 
-STATS_PADDING = ("exclude", "include")
+STATS_PADDING = ("exclude", "include", "include-split")
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -60,7 +60,8 @@ def collect_statistics(model: nn.Module, layers: dict[str, LoRALinear], head: nn
                        amp: bool, backbone: Backbone, padding: str = "exclude") -> StatsCollector:
     """Eval-mode forward passes over the client's data with the collectors attached.
     ``padding``: ``"exclude"`` feeds the Grams only the rows the backbone marks as data
-    (``rows_mask``); ``"include"`` feeds every row the layers see (fed-mammoth's hooks)."""
+    (``rows_mask``); ``"include"`` and ``"include-split"`` feed every row the layers see
+    (the backbone decides how wide a batch is: ``HFEncoder.to_device``)."""
     if padding not in STATS_PADDING:
         raise ValueError(f"stats_padding must be one of {STATS_PADDING}, got {padding!r}")
     model.eval()

@@ -15,6 +15,7 @@ from .partition import CLASS_ORDERS, PARTITIONS
 
 METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b", "joint", "finetune")
 WIRE_DTYPES = ("float64", "float32", "bfloat16", "float16")
+STATS_PADDINGS = ("exclude", "include", "include-split")
 SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)
 AUTO = "auto"        # pretrained: shipped for the tiny ViT, timm for a timm backbone
 
@@ -35,6 +36,9 @@ class Config:
     class_order: str = "natural"       # or "shuffled": a seeded permutation of the classes
     partition: str = "per-sample"      # a Dirichlet client draw per sample; or "proportional"
     transforms: str = "authors"        # each dataset's own recipe (docs/datasets.md); or "uniform"
+    # CUB-200 pixels as the JPEGs hold them; "negative": each value v -> (256 - v) mod 256,
+    # what fed-mammoth's CUB reader feeds its model (a uint8 overflow; docs/fidelity.md)
+    cub_pixels: str = "official"
     min_samples_per_client: int = 6    # per client per task (redrawn); 0 lets clients sit out
     participation: float = 1.0         # fraction of clients per round, floor(fraction * N)
     max_length: int = 64               # text: tokens per query at most (clinc150)
@@ -52,7 +56,9 @@ class Config:
     # "none" (or null): random init; else a local .safetensors / .npz / .pth file
     pretrained: str | None = AUTO
     img_size: int | None = None        # default: 8 for digits/fashion-mnist, else the backbone's
-    head_init: str = "trunc_normal"    # timm's default (std 0.02), or "backbone": keep its own
+    # timm's default (std 0.02), or "backbone": keep the backbone's own (text: nn.Linear's
+    # default U(+-1/sqrt(d)), fed-mammoth's T5 head)
+    head_init: str = "trunc_normal"
     rank: int = 4
     # module name suffixes that get LoRA; null: the backbone's own list (ViT: attn.qkv,
     # attn.proj, mlp.fc1, mlp.fc2; BERT: query, key, value, the dense layers)
@@ -72,7 +78,10 @@ class Config:
     alpha_head: float = 0.5
     alpha_regmean_lora: float = 0.5    # regmean-lora's Gram alpha (fed-mammoth's default)
     stats_passes: int = 1
-    stats_padding: str = "exclude"     # text: Grams over real tokens, or "include" padding rows
+    # text: Grams over real tokens; "include": also the padding rows of each batch (trimmed
+    # to its longest query); "include-split": every query padded to the split's longest,
+    # fed-mammoth's rule (batches are then never trimmed)
+    stats_padding: str = "exclude"
     wire_dtype: str = "float32"        # p and the head bias on the wire (bfloat16 halves them)
     wire_gram_dtype: str = "float32"   # q (Grams) on the wire
     solve_precision: str = "mixed"     # server solves: float32 factor refined in float64, or "float64"
@@ -118,6 +127,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "class_order": (_STR, False, lambda v: v in CLASS_ORDERS, f"one of {', '.join(CLASS_ORDERS)}"),
     "partition": (_STR, False, lambda v: v in PARTITIONS, f"one of {', '.join(PARTITIONS)}"),
     "transforms": (_STR, False, lambda v: v in ("authors", "uniform"), "authors or uniform"),
+    "cub_pixels": (_STR, False, lambda v: v in ("official", "negative"), "official or negative"),
     "min_samples_per_client": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
     "participation": (_FLOAT, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "backbone": (_STR, False, lambda v: v != "", "'tiny-vit', a timm model name, 'minilm', "
@@ -127,7 +137,8 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "max_train_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "max_test_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "pooling": (_STR, False, lambda v: v in ("mean", "cls"), "mean or cls"),
-    "stats_padding": (_STR, False, lambda v: v in ("exclude", "include"), "exclude or include"),
+    "stats_padding": (_STR, False, lambda v: v in STATS_PADDINGS,
+                      f"one of {', '.join(STATS_PADDINGS)}"),
     "pretrained": (_STR, True, lambda v: v != "", "auto, shipped, timm, none, a weights file "
                    "or (text) a model folder"),
     "head_init": (_STR, False, lambda v: v in ("trunc_normal", "backbone"),

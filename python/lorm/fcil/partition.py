@@ -14,7 +14,9 @@ import numpy as np
 
 CLASS_ORDERS = ("natural", "shuffled")
 PARTITIONS = ("per-sample", "proportional")
-MAX_TRIES = 10000  # fed-mammoth asserts fewer than 10000 redraws (_datasets/_utils.py)
+# fed-mammoth (_datasets/_utils.py BaseDataset._split_fcil) counts each draw and asserts
+# the count is below 10000 before drawing: at most 9999 draws, then an AssertionError
+MAX_TRIES = 9999
 
 
 def split_classes(num_classes: int, num_tasks: int, seed: int,

@@ -1,4 +1,12 @@
-"""CUB-200-2011 in its official archive layout, split by ``train_test_split.txt``."""
+"""CUB-200-2011 in its official archive layout, split by ``train_test_split.txt``.
+
+``cub_pixels: negative`` reproduces the pixels fed-mammoth's reader hands its transforms
+(``_datasets/seq_cub200.py`` ``MyCUB200.__getitem__``: ``Image.fromarray((img *
+255).astype(np.int8), mode="RGB")`` on the uint8 image): ``img * 255`` wraps in uint8
+to ``(256 - v) mod 256``, the int8 cast keeps the bits, and Pillow (up to 11.2) reads the
+bits back as RGB bytes, so each channel value ``v`` becomes ``(256 - v) mod 256``: the
+colour negative ``255 - v`` plus one, with black kept black. docs/fidelity.md.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +40,21 @@ def read_table(path: Path, columns: int) -> dict[int, list[str]]:
     return table
 
 
+# (256 - v) mod 256 for each 8-bit value v, the same table for the three bands
+NEGATIVE_LUT = [(256 - v) % 256 for v in range(256)] * 3
+
+
+class Negative:
+    """``transform(image with each channel value v -> (256 - v) mod 256)``."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image):
+        image = image.point(NEGATIVE_LUT)
+        return self.transform(image) if self.transform else image
+
+
 @register("cub200")
 class Cub200:
     img_size = None
@@ -50,6 +73,8 @@ class Cub200:
         label = {i: int(labels[i][0]) - 1 for i in ids}  # classes are numbered from 1
         split = {s: [i for i in ids if is_train[i][0] == s] for s in ("1", "0")}
         train_tf, test_tf = transforms_for("cub200", config)
+        if config.cub_pixels == "negative":
+            train_tf, test_tf = Negative(train_tf), Negative(test_tf)
         return LoadedDataset(
             ImageFiles([paths[i] for i in split["1"]], [label[i] for i in split["1"]], train_tf),
             ImageFiles([paths[i] for i in split["0"]], [label[i] for i in split["0"]], test_tf),
