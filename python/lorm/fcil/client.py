@@ -14,8 +14,7 @@ from tqdm.auto import tqdm
 from ..backbones import Backbone
 from ..lora import LoRALinear, train_factor
 from ..stats import StatsCollector
-
-STATS_PADDING = ("exclude", "include", "include-split")
+from .config import STATS_PADDINGS
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -62,8 +61,8 @@ def collect_statistics(model: nn.Module, layers: dict[str, LoRALinear], head: nn
     ``padding``: ``"exclude"`` feeds the Grams only the rows the backbone marks as data
     (``rows_mask``); ``"include"`` and ``"include-split"`` feed every row the layers see
     (the backbone decides how wide a batch is: ``HFEncoder.to_device``)."""
-    if padding not in STATS_PADDING:
-        raise ValueError(f"stats_padding must be one of {STATS_PADDING}, got {padding!r}")
+    if padding not in STATS_PADDINGS:
+        raise ValueError(f"stats_padding must be one of {STATS_PADDINGS}, got {padding!r}")
     model.eval()
     with StatsCollector(layers, mode, head) as stats:
         for _ in range(passes):
