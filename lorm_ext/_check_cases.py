@@ -168,7 +168,8 @@ def _lowrank(r: int, d: int, acc_dtype: torch.dtype, with_diag: bool):
         if with_diag:
             # as the diagonal gram_update: gamma(n + 2) (|start| + sum x^2), twice
             diffs.append((diag.cpu().double() - diag_ref.double()).abs())
-            bounds.append(2 * gamma(n + 2, acc_dtype) * (diag_start.cpu().double().abs() + (rows * rows).sum(0)))
+            diag_magnitude = diag_start.cpu().double().abs() + (rows * rows).sum(0)
+            bounds.append(2 * gamma(n + 2, acc_dtype) * diag_magnitude)
         return _worst(torch.cat(diffs), torch.cat(bounds))
     return run
 
@@ -227,7 +228,8 @@ def _spd_singular(rank: int, d: int):
         # P the projector onto the eigenvectors above pinv's cut-off d eps w_max,
         # kappa_r = w_max / the smallest kept eigenvalue, e = eta:
         #   ||X (I - P)|| <= (2 kappa_r + 1) e ||X||
-        #   ||(X q - p) P|| <= e w_max ||X|| + eta ||p|| + gamma(d + 1) ||p|| + 2 kappa_r e ||p (I - P)||
+        #   ||(X q - p) P|| <= e w_max ||X|| + eta ||p|| + gamma(d + 1) ||p||
+        #                      + 2 kappa_r e ||p (I - P)||
         # error / bound are those of the worse of the two.
         q, p = q.cpu(), p.cpu()
         w, v = torch.linalg.eigh(q)
@@ -295,21 +297,28 @@ def _add(rejected: bool):
     return run
 
 
+DIFF = "max |kernel - reference|"
+SOLVE = "||X - X_ref|| / ||X_ref||"
+TABLE = "max |findings, sums - reference|"
+BF16, F16 = torch.bfloat16, torch.float16
+
 CASES: tuple[Case, ...] = (
-    Case("gram_update", "full, float32 rows into float32", "max |kernel - reference|", _gram(True, F32, F32, 24, False)),
-    Case("gram_update", "full, bfloat16 rows into float32", "max |kernel - reference|", _gram(True, torch.bfloat16, F32, 24, False)),
-    Case("gram_update", "full, strided float64 rows into float64", "max |kernel - reference|", _gram(True, F64, F64, 21, True)),
-    Case("gram_update", "diagonal, float32 rows into float32", "max |kernel - reference|", _gram(False, F32, F32, 24, False)),
-    Case("gram_update", "diagonal, strided float16 rows into float64", "max |kernel - reference|", _gram(False, torch.float16, F64, 21, True)),
-    Case("lowrank_gram_update", "r = 5 with diag_acc, float32", "max |kernel - reference|", _lowrank(5, 24, F32, True)),
-    Case("lowrank_gram_update", "r = 33 (above the fused kernel's 32), float32", "max |kernel - reference|", _lowrank(33, 40, F32, False)),
-    Case("lowrank_gram_update", "r = 6 with diag_acc, float64", "max |kernel - reference|", _lowrank(6, 24, F64, True)),
-    Case("spd_solve", "batch of 3, d = 12 (batched Cholesky)", "||X - X_ref|| / ||X_ref||", _spd((3,), 12)),
-    Case("spd_solve", "d = 130 (Cholesky per matrix)", "||X - X_ref|| / ||X_ref||", _spd((), 130)),
+    Case("gram_update", "full, float32 rows into float32", DIFF, _gram(True, F32, F32, 24, False)),
+    Case("gram_update", "full, bfloat16 rows into float32", DIFF, _gram(True, BF16, F32, 24, False)),
+    Case("gram_update", "full, strided float64 rows into float64", DIFF, _gram(True, F64, F64, 21, True)),
+    Case("gram_update", "diagonal, float32 rows into float32", DIFF, _gram(False, F32, F32, 24, False)),
+    Case("gram_update", "diagonal, strided float16 rows into float64", DIFF, _gram(False, F16, F64, 21, True)),
+    Case("lowrank_gram_update", "r = 5 with diag_acc, float32", DIFF, _lowrank(5, 24, F32, True)),
+    Case("lowrank_gram_update", "r = 33 (above the fused kernel's 32), float32", DIFF,
+         _lowrank(33, 40, F32, False)),
+    Case("lowrank_gram_update", "r = 6 with diag_acc, float64", DIFF, _lowrank(6, 24, F64, True)),
+    Case("spd_solve", "batch of 3, d = 12 (batched Cholesky)", SOLVE, _spd((3,), 12)),
+    Case("spd_solve", "d = 130 (Cholesky per matrix)", SOLVE, _spd((), 130)),
     Case("spd_solve", "diagonal q with a zero and a subnormal", "max |X - X_ref|", _spd_diagonal(16)),
-    Case("spd_solve", "rank 5 of 12 (pinv)", "pinv residual or part outside q's range", _spd_singular(5, 12)),
+    Case("spd_solve", "rank 5 of 12 (pinv)", "pinv residual or part outside q's range",
+         _spd_singular(5, 12)),
     Case("inspect_terms", "clean terms", "max |findings - reference|", _inspect(False)),
     Case("inspect_terms", "terms with NaN, Inf, asymmetry", "max |findings - reference|", _inspect(True)),
-    Case("add_terms", "accepted update", "max |findings, sums - reference|", _add(False)),
-    Case("add_terms", "rejected update (negative curvature)", "max |findings, sums - reference|", _add(True)),
+    Case("add_terms", "accepted update", TABLE, _add(False)),
+    Case("add_terms", "rejected update (negative curvature)", TABLE, _add(True)),
 )

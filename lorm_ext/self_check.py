@@ -75,7 +75,8 @@ class Finding:
         if self.raised is not None:
             return f"{self.op} ({self.case}): the kernel raised {self.raised}"
         verdict = "within" if self.passed else "exceeds"
-        return f"{self.op} ({self.case}): {self.metric} = {self.error:.3g} {verdict} its bound {self.bound:.3g}"
+        return (f"{self.op} ({self.case}): {self.metric} = {self.error:.3g} {verdict} its "
+                f"bound {self.bound:.3g}")
 
 
 class _KernelRaised(Exception):
@@ -178,8 +179,7 @@ class Guard:
     def falls_back(self, op: str, device: torch.device) -> bool:
         """Whether ``op`` must run the reference on ``device`` (of this guard's type).
         The first call runs the check; in strict mode a failed op raises SelfCheckError."""
-        if not self.done:
-            self._check(device)
+        self.ensure(device)
         if op not in self.failed:
             return False
         if self.mode == "strict":
@@ -211,30 +211,34 @@ class Guard:
         if not self.failed:
             return
         if self.mode == "strict":
-            raise SelfCheckError(f"lorm_ext self-check on {device} failed ({ENV}=strict): {self._failures()}")
+            raise SelfCheckError(f"lorm_ext self-check on {device} failed ({ENV}=strict): "
+                                 f"{self._failures()}")
         warnings.warn(
             f"lorm_ext self-check on {device} failed for {', '.join(sorted(self.failed))}: "
             f"these ops run lorm_ext.reference (slower) on {self.device_type} for the rest of this "
             f"process ({ENV}=strict raises instead, {ENV}=off skips the check): {self._failures()}",
-            SelfCheckWarning, stacklevel=6)
+            SelfCheckWarning, stacklevel=7)  # the caller of the lorm_ext op
 
     def _failures(self) -> str:
         return "; ".join(f.describe() for f in self.findings or [] if not f.passed)
 
     def outcome(self) -> str:
         """One line: whether the check ran in this process and what it found."""
+        if not self.done and self._kernels() is None:
+            return f"does not apply: {self._why_none}"
         if not self.done:
             return (f"not run in this process (it runs at the first op call on {self.device_type} "
                     f"tensors; `python -m lorm_ext.info --self-check` runs it now)")
         if self.findings is None:
-            return f"skipped ({ENV}=off)" if self.mode == "off" else f"not run: {self._why_none}"
+            return f"skipped ({ENV}=off)" if self.mode == "off" else f"does not apply: {self._why_none}"
         if not self.failed:
             worst = max((f.error / f.bound for f in self.findings if f.bound > 0), default=0.0)
             return (f"passed on {self.device}: {len(self.findings)} cases, every error within its bound "
                     f"(largest error / bound: {worst:.2g}; {ENV}={self.mode})")
         then = ("using them on it raises SelfCheckError" if self.mode == "strict"
                 else f"they run lorm_ext.reference on {self.device_type}")
-        return f"FAILED on {self.device} for {', '.join(sorted(self.failed))} ({ENV}={self.mode}; {then}): {self._failures()}"
+        return (f"FAILED on {self.device} for {', '.join(sorted(self.failed))} ({ENV}={self.mode}; "
+                f"{then}): {self._failures()}")
 
 
 def _cuda_kernels() -> Mapping[str, Kernel] | None:

@@ -199,6 +199,7 @@ def test_wrong_kernel_warns_once_and_the_reference_runs_afterwards(guard):
             lorm_ext.gram_update(diag, x)
     assert len([w for w in record if issubclass(w.category, SelfCheckWarning)]) == 1
     message = str(record[0].message)
+    assert record[0].filename == __file__  # points at the op's caller
     assert "failed for gram_update:" in message and "exceeds its bound" in message
     assert "spd_solve" not in message.split(":")[0]
     assert guard.runs == 1 and guard.asked["kernels"] == 1
@@ -265,6 +266,19 @@ def test_an_unknown_mode_is_refused(guard, monkeypatch):
     with pytest.raises(ValueError, match="LORM_CUDA_CHECK='yes': expected one of on, strict, off"):
         lorm_ext.gram_update(acc, x)
     assert guard.runs == 0 and not guard.done
+
+
+def test_no_kernels_to_check(monkeypatch):
+    """A build without kernels for the guarded device (no CUDA kernels): nothing to
+    check, nothing falls back, and the outcome says why."""
+    monkeypatch.delenv(S.ENV, raising=False)
+    guard = S.Guard("cpu", lambda: None, why_none="no kernels here")
+    monkeypatch.setattr(S, "GUARD", guard)
+    assert guard.outcome() == "does not apply: no kernels here"
+    acc, x = sample()
+    lorm_ext.gram_update(acc, x)
+    assert guard.done and guard.runs == 0 and not guard.failed
+    assert guard.outcome() == "does not apply: no kernels here"
 
 
 def test_one_check_for_many_threads(guard):
