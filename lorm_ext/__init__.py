@@ -12,16 +12,19 @@ Ops (also reachable as ``torch.ops.lorm_ext.*``):
 
 :func:`backend` says which implementation runs (:func:`cpu_isa`: which build of the
 CPU vector loops); :mod:`lorm_ext.reference` holds the
-pure-torch oracle of every op.
+pure-torch oracle of every op. At the first op call on CUDA tensors the CUDA kernels are
+checked against it (:mod:`lorm_ext.self_check`, ``LORM_CUDA_CHECK``).
 """
 
-from . import reference
+from . import reference, self_check
 from ._loader import backend, cpu_isa, load_message
-from .errors import LormInputError
+from .errors import LormInputError, SelfCheckError, SelfCheckWarning
 from .ops import add_terms, gram_update, inspect_terms, lowrank_gram_update, spd_solve
 
 __all__ = [
     "LormInputError",
+    "SelfCheckError",
+    "SelfCheckWarning",
     "add_terms",
     "backend",
     "cpu_isa",
@@ -30,5 +33,6 @@ __all__ = [
     "load_message",
     "lowrank_gram_update",
     "reference",
+    "self_check",
     "spd_solve",
 ]

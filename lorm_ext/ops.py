@@ -1,11 +1,12 @@
 """Public ops: validation, the non-finite guard, and dispatch to the compiled kernels
-(or to :mod:`lorm_ext.reference` when the extension is not built)."""
+(or to :mod:`lorm_ext.reference` when the extension is not built, or on CUDA for an op
+whose kernel failed the self-check: :mod:`lorm_ext.self_check`)."""
 
 from __future__ import annotations
 
 import torch
 
-from . import _checks, reference
+from . import _checks, reference, self_check
 from ._loader import backend, warn_if_reference
 from .errors import LormInputError
 
@@ -46,7 +47,7 @@ def gram_update(acc: torch.Tensor, x: torch.Tensor, *, check_finite: bool = True
             O(n d) read of ``x``. ``False`` adds straight into ``acc``.
     """
     _checks.check_gram_update(acc, x)
-    impl = reference.gram_update if warn_if_reference() else torch.ops.lorm_ext.gram_update
+    impl = reference.gram_update if warn_if_reference() else self_check.kernel("gram_update", acc)
     if not check_finite:
         impl(acc, x)
         return
@@ -79,7 +80,7 @@ def lowrank_gram_update(acc: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
     """
     _checks.check_lowrank_gram_update(acc, x, a, diag_acc)
     impl = (reference.lowrank_gram_update if warn_if_reference()
-            else torch.ops.lorm_ext.lowrank_gram_update)
+            else self_check.kernel("lowrank_gram_update", acc))
     if not check_finite:
         impl(acc, x, a, diag_acc)
         return
@@ -128,7 +129,7 @@ def spd_solve(q: torch.Tensor, p: torch.Tensor, *, mixed_precision: bool = True,
     if isinstance(mixed_min_dim, bool) or not isinstance(mixed_min_dim, int) or mixed_min_dim < 1:
         raise LormInputError(f"spd_solve: mixed_min_dim must be an int >= 1, got {mixed_min_dim!r}")
     min_dim = mixed_min_dim if mixed_precision else 0
-    return _compiled_value_errors(torch.ops.lorm_ext.spd_solve, q, p, min_dim)
+    return _compiled_value_errors(self_check.kernel("spd_solve", q), q, p, min_dim)
 
 
 def add_terms(sums: list[torch.Tensor], ts: list[torch.Tensor], kinds: list[int],
@@ -163,7 +164,8 @@ def add_terms(sums: list[torch.Tensor], ts: list[torch.Tensor], kinds: list[int]
     """
     if check or backend() == "reference":
         _checks.check_add_terms(sums, ts, kinds, limits, probes)
-    impl = reference.add_terms if warn_if_reference() else torch.ops.lorm_ext.add_terms
+    impl = (reference.add_terms if warn_if_reference()
+            else self_check.kernel("add_terms", ts[0] if len(ts) else None))
     if check:  # normalise what a user may pass (tuples, numpy numbers); trusted lists go as they are
         sums, ts, probes = list(sums), list(ts), list(probes)
         kinds, limits = [int(k) for k in kinds], [float(x) for x in limits]
@@ -189,6 +191,7 @@ def inspect_terms(ts: list[torch.Tensor], symmetric: list[bool] | None = None
     _checks.check_inspect_terms(ts, flags)
     if not ts:
         return []
-    impl = reference.inspect_terms if warn_if_reference() else torch.ops.lorm_ext.inspect_terms
+    impl = (reference.inspect_terms if warn_if_reference()
+            else self_check.kernel("inspect_terms", ts[0]))
     rows = impl(list(ts), [int(f) for f in flags]).tolist()
     return [(row[0], bool(row[1]), bool(row[2]), row[3]) for row in rows]
