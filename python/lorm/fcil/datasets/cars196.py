@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import LoadedDataset, register, require_root
+from .registry import LoadedDataset, register, require_root
 from .images import ImageFiles, check_images_exist, require_files
 from .transforms import transforms_for
 

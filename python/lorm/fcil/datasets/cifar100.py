@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch.utils.data import Dataset
 
-from . import LoadedDataset, download_if_asked, register, require_root
+from .registry import LoadedDataset, download_if_asked, register, require_root
 from .transforms import transforms_for
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from . import LoadedDataset, download_if_asked, register
+from .registry import LoadedDataset, download_if_asked, register
 
 FILE = "data_full.json"
 URL = "https://raw.githubusercontent.com/clinc/oos-eval/master/data/data_full.json"

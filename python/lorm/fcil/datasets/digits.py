@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from . import LoadedDataset, register
+from .registry import LoadedDataset, register
 
 if TYPE_CHECKING:
     from ..config import Config

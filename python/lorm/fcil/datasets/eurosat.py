@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import LoadedDataset, download_if_asked, register, require_root
+from .registry import LoadedDataset, download_if_asked, register, require_root
 from .images import ImageFiles, check_images_exist, require_files
 from .transforms import transforms_for
 

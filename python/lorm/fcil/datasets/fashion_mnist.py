@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from . import LoadedDataset, register
+from .registry import LoadedDataset, register
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import LoadedDataset, register, require_root
+from .registry import LoadedDataset, register, require_root
 from .images import ImageFiles
 from .transforms import transforms_for
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from . import LoadedDataset, download_if_asked, register, require_root
+from .registry import LoadedDataset, download_if_asked, register, require_root
 from .images import ImageFiles, check_images_exist, require_files
 from .transforms import transforms_for
 
