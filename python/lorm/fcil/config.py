@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
+from .methods import METHOD_NAMES as METHODS
 from .partition import CLASS_ORDERS, PARTITIONS
 
-METHODS = ("lorm", "fedavg-lora", "regmean-lora", "lorm-a", "lorm-b", "joint", "finetune")
 WIRE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 STATS_PADDINGS = ("exclude", "include", "include-split")
 SHIPPED = "shipped"  # pretrained: the tiny ViT lorm ships (pretrained on Fashion-MNIST)

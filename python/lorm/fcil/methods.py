@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from ..stats import StatsCollector
 
 class Method(ABC):
     """``cross_task``: how a task's residual joins the deployed model: ``"gram-merge"``
-    (clients send end-of-task Grams; :class:`~lorm.aggregate.CrossTaskMerger`),
+    (clients send end-of-task Grams; :class:`~lorm.cross_task.CrossTaskMerger`),
     ``"mean"`` (the plain mean of the tasks' residuals; nothing is sent) or ``"last"``
     (the latest residual alone)."""
 
@@ -238,16 +239,21 @@ class Joint(FedAvgLoRA):
             test_indices=[sorted(i for task in bench.test_indices for i in task)])
 
 
+# method name -> maker(config): the one list of the methods lorm runs
+MAKERS: dict[str, Callable[[Any], Method]] = {
+    "lorm": lambda c: LoRM(c.alpha_backbone, c.alpha_head, "alternate"),
+    "fedavg-lora": lambda c: FedAvgLoRA(c.alpha_backbone, c.alpha_head, c.fedavg_cross_task),
+    "regmean-lora": lambda c: RegMeanLoRA(c.alpha_regmean_lora, c.alpha_head),
+    "lorm-a": lambda c: LoRM(c.alpha_backbone, c.alpha_head, "A"),
+    "lorm-b": lambda c: LoRM(c.alpha_backbone, c.alpha_head, "B"),
+    "joint": lambda c: Joint(c.alpha_backbone, c.alpha_head),
+    "finetune": lambda c: Finetune(c.alpha_backbone, c.alpha_head),
+}
+METHOD_NAMES = tuple(MAKERS)
+
+
 def make_method(config) -> Method:
     """The method a :class:`~lorm.fcil.config.Config` names, with its knobs."""
-    a, h = config.alpha_backbone, config.alpha_head
-    makers = {"lorm": lambda: LoRM(a, h, "alternate"),
-              "lorm-a": lambda: LoRM(a, h, "A"),
-              "lorm-b": lambda: LoRM(a, h, "B"),
-              "fedavg-lora": lambda: FedAvgLoRA(a, h, config.fedavg_cross_task),
-              "regmean-lora": lambda: RegMeanLoRA(config.alpha_regmean_lora, h),
-              "joint": lambda: Joint(a, h),
-              "finetune": lambda: Finetune(a, h)}
-    if config.method not in makers:
-        raise ValueError(f"unknown method {config.method!r}; one of {sorted(makers)}")
-    return makers[config.method]()
+    if config.method not in MAKERS:
+        raise ValueError(f"unknown method {config.method!r}; one of {sorted(MAKERS)}")
+    return MAKERS[config.method](config)
