@@ -54,7 +54,7 @@ def measure(family: str) -> dict:
 
     def timed_save(self, task_changed=False):
         written.clear()
-        one_file = sum(t.numel() * t.element_size() for t in self.tensors().values())
+        one_file = sum(t.numel() * t.element_size() for t in self.server.tensors().values())
         start = time.perf_counter()
         save(self, task_changed)
         saves.append({"kind": "task end" if task_changed else "round",

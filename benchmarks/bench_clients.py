@@ -35,24 +35,24 @@ def run_one(clients: int) -> dict | None:
     """The two rounds in this process (one rank of a torchrun run, or alone); None on
     every rank but the first."""
     from lorm.fcil import load_config
+    from lorm.distributed import DistContext
     from lorm.fcil.loop import Run
 
     config = load_config(None, SETTINGS + [f"num_clients={clients}"])
     with tempfile.TemporaryDirectory() as tmp:
         runner = Run(config, Path(tmp), quiet=True)
         (Path(tmp) / "metrics.jsonl").write_text("")
-        import torch
-        runner.method.start_task(runner.layers, torch.Generator().manual_seed(0))
+        runner.server.start_task(0)
         baseline = reset_peak()  # measure the rounds alone
         seconds = []
         for rnd in range(2):
             start = time.perf_counter()
             runner.run_round(0, rnd)
             seconds.append(time.perf_counter() - start)
-        if not runner.ctx.is_main:
+        if not runner.transport.is_main:
             return None
         senders = json.loads((Path(tmp) / "metrics.jsonl").read_text().splitlines()[-1])["senders"]
-    return dict(clients=clients, ranks=runner.ctx.world, senders=senders, b_step_s=seconds[0], a_step_s=seconds[1],
+    return dict(clients=clients, ranks=getattr(runner.transport, "ctx", DistContext()).world, senders=senders, b_step_s=seconds[0], a_step_s=seconds[1],
                 baseline_mb=baseline, peak_above_baseline_mb=status_mb("VmHWM") - baseline)
 
 

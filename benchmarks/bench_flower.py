@@ -47,7 +47,7 @@ def time_lorm_run() -> float:
 def time_local_grid() -> float:
     from lorm.fcil import load_config
     from lorm.flower import LoRMStrategy, make_client_app
-    from lorm.flower.local_grid import LocalGrid
+    from lorm.flower._local_grid import LocalGrid
     start = time.perf_counter()
     LoRMStrategy(load_config(None, DIGITS), tempfile.mkdtemp(), poll=0.0).start(
         LocalGrid(make_client_app(), range(5)))
@@ -103,7 +103,7 @@ def server_memory(way: str, nodes: int, blocks: int) -> dict:
     from flwr.clientapp import ClientApp
 
     from lorm import Aggregator
-    from lorm.flower.local_grid import LocalGrid
+    from lorm.flower._local_grid import LocalGrid
     from lorm.flower.records import META, UPDATE
     from lorm.flower.replies import ReplyStream
     from lorm.flower.strategy import add_reply

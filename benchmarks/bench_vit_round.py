@@ -44,11 +44,13 @@ def measure(preset: str, per_class: int) -> dict:
                                   "num_clients=1", "min_samples_per_client=1", "local_epochs=1",
                                   "rounds=1"])
     run = Run(config, work / "run", quiet=True)
-    run.method.start_task(run.layers, torch.Generator().manual_seed(0))
+    run.server.start_task(0)
     samples = len(run.bench.client_indices[0][0])
     base = reset_peak()
     cpu, wall = time.process_time(), time.perf_counter()
-    run.client_round(0, 0, 0)
+    client = run.transport.client
+    client.load(run.server.deployed_tensors())
+    client.round_update(0, 0, 0)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     phases = {k: round(v, 2) for k, v in run.progress.seconds.items() if v}
     return {"preset": preset, "backbone": config.backbone, "batch_size": config.batch_size,

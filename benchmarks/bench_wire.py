@@ -71,10 +71,13 @@ def merged_errors() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         runner = Run(config, Path(tmp), quiet=True)
         (Path(tmp) / "metrics.jsonl").write_text("")
-        runner.method.start_task(runner.layers, torch.Generator().manual_seed(0))
+        server, client = runner.server, runner.transport.client
+        server.start_task(0)
         for rnd in (0, 1):  # B-step, then A-step (after applying the B-step merge)
-            clients = runner.sampled_clients(0, rnd)
-            updates = [runner.client_round(0, rnd, c) for c in clients]
+            updates = []
+            for c in runner.sampled_clients(0, rnd):
+                client.load(server.deployed_tensors())
+                updates.append(client.round_update(0, rnd, c))
             merged = {}
             for label, (wire, gram) in [("float64", ("float64", "float64")), *SETTINGS.items()]:
                 agg = Aggregator(0, rnd, runner.method.message_factor(rnd), dtype=torch.float64)
@@ -90,7 +93,7 @@ def merged_errors() -> list[dict]:
                             / exact.head_weight.norm()).item()
                 rows.append({"round": runner.method.trains(rnd) + "-step", "setting": label,
                              "max_layer_rel_error": err, "head_rel_error": head_err})
-            runner.method.apply(rnd, exact, runner.layers, runner.head, torch.Generator())
+            runner.method.apply(rnd, exact, server.layers, server.head, torch.Generator())
     return rows
 
 

@@ -84,7 +84,7 @@ CRASHING_RANK = textwrap.dedent("""
     from lorm.fcil.loop import Run
     original = Run.run_round
     def run_round(self, task, rnd):
-        if self.ctx.rank == 1 and (task, rnd) == (1, 0):
+        if self.transport.ctx.rank == 1 and (task, rnd) == (1, 0):
             os._exit(3)  # the rank dies without a word
         return original(self, task, rnd)
     Run.run_round = run_round

@@ -23,6 +23,7 @@ from lorm.cli import main as cli_main
 from lorm.fcil import checkpoint, load_config, run
 from lorm.fcil.loop import resume
 from lorm.messages import MAGIC, MalformedUpdate
+from run_outcome import assert_same_outcome, outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["num_tasks=2", "num_clients=2", "rounds=2", "local_epochs=1", "batch_size=32",
@@ -33,20 +34,6 @@ SAVES = 1 + 2 * (2 + 1)  # the initial save, then per task: each round and the t
 
 class SimulatedCrash(Exception):
     """Raised at an injected fault point: the process 'dies' there."""
-
-
-def outcome(run_dir: Path) -> tuple:
-    """What a finished run leaves: accuracy matrix, metrics.jsonl bytes, final tensors."""
-    tensors, _ = checkpoint.load(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return summary["accuracy_matrix"], (run_dir / "metrics.jsonl").read_bytes(), tensors
-
-
-def assert_same_outcome(a: tuple, b: tuple) -> None:
-    assert a[0] == b[0]
-    assert a[1] == b[1]
-    assert a[2].keys() == b[2].keys()
-    assert all(torch.equal(a[2][k], b[2][k]) for k in a[2])
 
 
 @pytest.fixture(scope="module")

@@ -68,34 +68,36 @@ def test_one_round_equals_merge_on_hand_collected_statistics(tmp_path):
     config = load_config(None, TINY + ["alpha_backbone=0.5"])
     runner = Run(config, tmp_path, quiet=True)
     (tmp_path / "metrics.jsonl").write_text("")
-    runner.method.start_task(runner.layers, torch.Generator().manual_seed(0))
-    shared_a = {n: l.A.detach().clone() for n, l in runner.layers.items()}
-    by_hand = {n: ([], []) for n in runner.layers}           # name -> (Bs, grams)
-    original = runner.client_round
+    server, client = runner.server, runner.transport.client
+    server.start_task(0)
+    shared_a = {n: l.A.detach().clone() for n, l in server.layers.items()}
+    by_hand = {n: ([], []) for n in server.layers}           # name -> (Bs, grams)
+    original = client.round_update
 
-    def client_round(task, rnd, client):
-        update = original(task, rnd, client)
-        rows = {n: [] for n in runner.layers}
+    def round_update(task, rnd, index):
+        update = original(task, rnd, index)
+        rows = {n: [] for n in client.layers}
         hooks = [layer.register_forward_hook(
             lambda m, i, o, n=n: rows[n].append(i[0].reshape(-1, i[0].shape[-1]).double()))
-            for n, layer in runner.client_layers.items()]
+            for n, layer in client.layers.items()]
         data = runner.bench.train
         with torch.no_grad():
-            for i in runner.bench.client_indices[task][client]:
-                runner.client_model.eval()(data[i][0].unsqueeze(0))
+            for i in runner.bench.client_indices[task][index]:
+                client.model.eval()(data[i][0].unsqueeze(0))
         for h in hooks:
             h.remove()
-        for n, layer in runner.client_layers.items():
+        for n, layer in client.layers.items():
             x = torch.cat(rows[n])
             by_hand[n][0].append(layer.B.detach().clone())
             by_hand[n][1].append(x.T @ x)
         return update
 
-    runner.client_round = client_round
+    client.round_update = round_update
     runner.run_round(0, 0)
+    assert len(by_hand[next(iter(by_hand))][0]) == config.num_clients
     for name, (bs, grams) in by_hand.items():
         expected = merge.merge_b_step(bs, shared_a[name], grams, 0.5, dtype=torch.float64)
-        torch.testing.assert_close(runner.layers[name].B.double(), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(server.layers[name].B.double(), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_missing_dataset_gives_the_documented_error(tmp_path):

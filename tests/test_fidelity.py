@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from lorm.fcil import load_config, run
-from lorm.fcil import loop as loop_module
-from lorm.fcil.loop import Run, running_mean
+from lorm.fcil import client as client_module
+from lorm.fcil.loop import Run
+from lorm.merge import running_mean
 from lorm.fcil.methods import RegMeanLoRA, make_method
 from lorm.fcil.metrics import forgetting, forgetting_fed_mammoth
 from lorm.lora import LoRALinear
@@ -31,7 +32,7 @@ def record_task_residuals(monkeypatch) -> list[dict]:
     original = Run.end_task
 
     def end_task(self, task):
-        seen.append({n: r.clone() for n, r in self.method.task_residuals(self.layers).items()})
+        seen.append({n: r.clone() for n, r in self.method.task_residuals(self.server.layers).items()})
         return original(self, task)
 
     monkeypatch.setattr(Run, "end_task", end_task)
@@ -41,7 +42,7 @@ def record_task_residuals(monkeypatch) -> list[dict]:
 def test_statistics_pass_sees_the_running_mean_from_task_1(monkeypatch, tmp_path):
     residuals = record_task_residuals(monkeypatch)
     served = []  # (task, {layer: residual served}, {layer: B_i A_i of the client})
-    original = loop_module.serving
+    original = client_module.serving
 
     def serving(layers, given):
         if all(isinstance(l, LoRALinear) for l in layers.values()):
@@ -49,7 +50,7 @@ def test_statistics_pass_sees_the_running_mean_from_task_1(monkeypatch, tmp_path
                            {n: r.clone() for n, r in given.items()}))
         return original(layers, given)
 
-    monkeypatch.setattr(loop_module, "serving", serving)
+    monkeypatch.setattr(client_module, "serving", serving)
     run(load_config(None, TWO_TASKS + ["method=lorm"]), tmp_path, quiet=True)
     # Task 0 serves only the end-of-task residual (3 clients); from task 1 every round's
     # statistics pass serves (dW_0 + B_i A_i) / 2, and the end-of-task pass serves
@@ -68,8 +69,8 @@ def test_statistics_pass_sees_the_running_mean_from_task_1(monkeypatch, tmp_path
 
 def test_current_stats_model_serves_nothing_in_rounds(monkeypatch, tmp_path):
     calls = []
-    original = loop_module.serving
-    monkeypatch.setattr(loop_module, "serving", lambda l, r: calls.append(1) or original(l, r))
+    original = client_module.serving
+    monkeypatch.setattr(client_module, "serving", lambda l, r: calls.append(1) or original(l, r))
     run(load_config(None, TWO_TASKS + ["stats_model=current"]), tmp_path, quiet=True)
     assert len(calls) == 2 * 3  # only the end-of-task passes: dW_t, per task and client
 
@@ -80,7 +81,7 @@ def test_fedavg_lora_deploys_the_mean_of_task_residuals_and_sends_no_grams(monke
     original_finish = Run.finish
 
     def finish(self):
-        captured.update({n: l.delta.clone() for n, l in self.layers.items()})
+        captured.update({n: l.delta.clone() for n, l in self.server.layers.items()})
         return original_finish(self)
 
     monkeypatch.setattr(Run, "finish", finish)

@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict  # noqa: E402
 from lorm import ClientUpdate, SolveStats  # noqa: E402
 from lorm.fcil import checkpoint, load_config, run  # noqa: E402
 from lorm.flower import LoRMStrategy, RoundFailed, make_client_app  # noqa: E402
-from lorm.flower.local_grid import LocalGrid  # noqa: E402
+from lorm.flower._local_grid import LocalGrid  # noqa: E402
 from lorm.flower.records import (META, STYPE, UPDATE, content_to_update,  # noqa: E402
                                  update_to_content)
 from lorm.messages import MalformedUpdate  # noqa: E402
@@ -131,11 +131,11 @@ def test_resume_between_rounds_equals_the_uninterrupted_run(reference, tmp_path,
     original = strategy_module.LoRMStrategy.exchange_train
     calls = []
 
-    def crash_at_task_1(self, task, rnd, clients):
+    def crash_at_task_1(self, task, rnd, *args):
         calls.append((task, rnd))
         if (task, rnd) == (1, 1):
             raise RuntimeError("simulated server crash")
-        return original(self, task, rnd, clients)
+        return original(self, task, rnd, *args)
 
     monkeypatch.setattr(strategy_module.LoRMStrategy, "exchange_train", crash_at_task_1)
     with pytest.raises(RuntimeError, match="simulated server crash"):

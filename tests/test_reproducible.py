@@ -23,6 +23,7 @@ import torch
 
 from dataset_fixtures import fake_clinc, write_cifar100
 from flower_helpers import assert_same_model
+from run_outcome import assert_same_outcome, outcome
 from lorm.fcil import checkpoint, load_config, run
 from lorm.fcil.loop import Run
 from lorm.fcil.randomness import drawn_from
@@ -62,40 +63,26 @@ def text_settings(root: Path, *extra: str) -> list[str]:
     return [*TEXT, f"data_root={root}", *extra]
 
 
-def outcome(run_dir: Path) -> tuple:
-    tensors, _ = checkpoint.load(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return summary["accuracy_matrix"], (run_dir / "metrics.jsonl").read_bytes(), tensors
-
-
-def assert_identical(a: tuple, b: tuple) -> None:
-    assert a[0] == b[0]
-    assert a[1] == b[1]
-    assert a[2].keys() == b[2].keys()
-    different = [k for k in a[2] if not torch.equal(a[2][k], b[2][k])]
-    assert not different, f"{len(different)} of {len(a[2])} tensors differ, e.g. {different[:3]}"
-
-
 def poison_global_generators(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
 
 
+def reference_run(out: Path, preset: str, settings: list[str]) -> tuple:
+    poison_global_generators(1)
+    run(load_config(preset, settings), out, quiet=True)
+    return outcome(out)
+
+
 @pytest.fixture(scope="module")
 def image_run(image_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("image")
-    poison_global_generators(1)
-    run(load_config(IMAGE_PRESET, image_settings(image_root)), out, quiet=True)
-    return outcome(out)
+    return reference_run(tmp_path_factory.mktemp("image"), IMAGE_PRESET, image_settings(image_root))
 
 
 @pytest.fixture(scope="module")
 def text_run(text_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("text")
-    poison_global_generators(1)
-    run(load_config(TEXT_PRESET, text_settings(text_root)), out, quiet=True)
-    return outcome(out)
+    return reference_run(tmp_path_factory.mktemp("text"), TEXT_PRESET, text_settings(text_root))
 
 
 def test_the_fixtures_do_draw_at_random(image_root, text_root):
@@ -109,7 +96,7 @@ def test_the_fixtures_do_draw_at_random(image_root, text_root):
     with drawn_from([0, 1]):
         assert torch.equal(again, runner.bench.train[first][0])
     text = Run(load_config(TEXT_PRESET, text_settings(text_root)), Path("unused"), quiet=True)
-    assert max(m.p for m in text.model.modules() if isinstance(m, torch.nn.Dropout)) > 0
+    assert max(m.p for m in text.server.model.modules() if isinstance(m, torch.nn.Dropout)) > 0
 
 
 def drawing_log(monkeypatch):
@@ -127,7 +114,7 @@ def test_image_preset_twice_is_bit_identical(image_run, image_root, tmp_path, mo
     poison_global_generators(12345)
     drawing_log(monkeypatch)
     run(load_config(IMAGE_PRESET, image_settings(image_root)), tmp_path, quiet=True)
-    assert_identical(outcome(tmp_path), image_run)
+    assert_same_outcome(outcome(tmp_path), image_run)
 
 
 def test_text_preset_with_dropout_twice_is_bit_identical(text_run, text_root, tmp_path,
@@ -135,7 +122,7 @@ def test_text_preset_with_dropout_twice_is_bit_identical(text_run, text_root, tm
     poison_global_generators(999)
     drawing_log(monkeypatch)
     run(load_config(TEXT_PRESET, text_settings(text_root)), tmp_path, quiet=True)
-    assert_identical(outcome(tmp_path), text_run)
+    assert_same_outcome(outcome(tmp_path), text_run)
 
 
 def test_a_run_leaves_the_global_generators_as_it_found_them(image_root, tmp_path):
@@ -189,7 +176,7 @@ def test_kill_at_three_moments_then_resume_is_exact(family, image_root, text_roo
         command = base + ["--resume", str(tmp_path)]
     finished = subprocess.run(command, env=env(), capture_output=True, timeout=600)
     assert finished.returncode == 0, finished.stderr.decode()[-3000:]
-    assert_identical(outcome(tmp_path), reference)
+    assert_same_outcome(outcome(tmp_path), reference)
 
 
 # -- the other transports on the augmented image fixture ---------------------------------
@@ -197,7 +184,7 @@ def test_kill_at_three_moments_then_resume_is_exact(family, image_root, text_roo
 def test_flower_equals_lorm_run_on_augmented_images(image_run, image_root, tmp_path):
     pytest.importorskip("flwr", reason="lorm[flower]")
     from lorm.flower import LoRMStrategy
-    from lorm.flower.local_grid import LocalGrid
+    from lorm.flower._local_grid import LocalGrid
     from lorm.flower.node import make_client_app
 
     strategy = LoRMStrategy(load_config(IMAGE_PRESET, image_settings(image_root)), tmp_path,

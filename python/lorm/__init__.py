@@ -9,7 +9,8 @@
 The compiled statistics and solve kernels live in :mod:`lorm_ext`.
 """
 
-from .aggregate import Aggregator, CrossTaskMerger, MergeResult, UpdateRejected
+from .aggregate import Aggregator, MergeResult, UpdateRejected
+from .cross_task import CrossTaskMerger
 from .messages import ClientUpdate, SolveStats
 
 __version__ = "0.1.0"

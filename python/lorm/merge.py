@@ -164,3 +164,12 @@ def fedavg_lora(as_: Sequence[torch.Tensor], bs: Sequence[torch.Tensor],
     """LoRA FedAvg baseline: average ``A`` ``(r, d)`` and ``B`` ``(o, r)`` separately."""
     _same_length(As=as_, Bs=bs)
     return fedavg(as_, weights, dtype=dtype), fedavg(bs, weights, dtype=dtype)
+
+
+def running_mean(history: dict[str, torch.Tensor], current: dict[str, torch.Tensor],
+                 task: int) -> dict[str, torch.Tensor]:
+    """``(history + current) / (task + 1)`` per layer: the mean of ``task + 1`` residuals
+    ``(o, d)`` when ``history`` sums the ``task`` earlier ones (empty at task 0)."""
+    if task == 0:
+        return dict(current)
+    return {name: (history[name] + r) / (task + 1) for name, r in current.items()}

@@ -17,7 +17,8 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 from .node import make_client_app
 from .records import content_to_update, update_to_content
 from .server_app import make_server_app
-from .strategy import FlowerRun, LoRMStrategy, RoundFailed
+from .strategy import LoRMStrategy, RoundFailed
+from .transport import FlowerTransport
 
-__all__ = ["FlowerRun", "LoRMStrategy", "RoundFailed", "content_to_update", "make_client_app",
+__all__ = ["FlowerTransport", "LoRMStrategy", "RoundFailed", "content_to_update", "make_client_app",
            "make_server_app", "update_to_content"]

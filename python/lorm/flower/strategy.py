@@ -1,15 +1,16 @@
-"""The server's half: :class:`LoRMStrategy`, a Flower ``Strategy`` over lorm's own loop.
+"""The server's half: :class:`LoRMStrategy`, a Flower ``Strategy`` that carries lorm's
+schedule.
 
 :meth:`LoRMStrategy.start` runs :func:`lorm.fcil.loop.run` (or ``resume``) with a
-:class:`FlowerRun`: the same :class:`~lorm.fcil.loop.Run` (schedule, Method objects,
-:class:`~lorm.aggregate.Aggregator`, :class:`~lorm.aggregate.CrossTaskMerger`,
-checkpoints after every round and task, metrics, summary), whose three client-facing
-steps go over Flower messages instead of calling the clients in-process:
+:class:`~lorm.flower.transport.FlowerTransport`: the same schedule, Server (Method
+objects, :class:`~lorm.aggregate.Aggregator`, :class:`~lorm.cross_task.CrossTaskMerger`,
+checkpoints after every round and task), metrics and summary as ``lorm run``, with the
+exchanges sent to Flower nodes:
 
-- a round: :meth:`configure_train` sends the deployed state and ``(task, round)`` to
-  the nodes of the sampled clients; :meth:`aggregate_train` adds each reply into the
-  round's Aggregator as it arrives (:class:`~lorm.flower.replies.ReplyStream`) and
-  applies the solved round (``Run.finish_round``);
+- a round: :meth:`configure_train` sends the deployed state and the step (its
+  ``config``: task, round, clients) to the nodes of the clients; :meth:`aggregate_train`
+  adds each reply into the exchange's Aggregator as it arrives
+  (:class:`~lorm.flower.replies.ReplyStream`); the schedule's Server then solves it;
 - a task end (``gram-merge`` methods): the same with message type ``train.gram``;
 - the accuracy row: :meth:`configure_evaluate` / :meth:`aggregate_evaluate` sum
   correct/total counts over the nodes' shares of the test batches.
@@ -38,31 +39,16 @@ from ..aggregate import Aggregator, UpdateRejected
 from ..fcil import loop
 from ..fcil.config import Config
 from ..messages import MalformedUpdate
-from .node import MODEL, RUN, STEP, shard_of_batches
+from .node import MODEL, RUN, STEP
 from .records import content_to_update, tensors_to_record
 from .replies import ReplyStream
+from .transport import FlowerTransport
 
 log = logging.getLogger("lorm.flower")
 
 
 class RoundFailed(RuntimeError):
     """Fewer than ``min_replies`` accepted updates arrived in time."""
-
-
-class FlowerRun(loop.Run):
-    """A :class:`~lorm.fcil.loop.Run` whose clients are Flower nodes (set ``strategy``
-    before :meth:`execute`)."""
-
-    strategy: "LoRMStrategy"
-
-    def run_round(self, task: int, rnd: int) -> None:
-        self.strategy.exchange_train(task, rnd, self.sampled_clients(task, rnd))
-
-    def task_end_grams(self, task: int, residuals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.strategy.exchange_train(task, None, self.task_end_clients(task))
-
-    def evaluate_task(self, task: int) -> list[float]:
-        return self.timed("eval", self.strategy.exchange_evaluate, task)
 
 
 class LoRMStrategy(Strategy):
@@ -89,15 +75,16 @@ class LoRMStrategy(Strategy):
         self.resume, self.overwrite = resume, overwrite
         self.min_replies, self.round_timeout, self.poll = min_replies, round_timeout, poll
         self.retries = retries
-        self.run: FlowerRun | None = None
         self.grid: Grid | None = None
         self.partitions: dict[int, int] = {}  # node id -> client index (as it answered)
         self._nodes_of: dict[int, int] = {}   # client index -> the node used for it
-        self._row: list[float] = []
         self.server_round = 0
         self.summary_: dict | None = None
-        self._step: dict = {}
-        self._grams: dict[str, torch.Tensor] = {}
+        self.transport: FlowerTransport | None = None
+        # what configure_* decided for an exchange (by server round), for aggregate_*
+        self._aggregators: dict[int, Aggregator] = {}
+        self._targets: dict[int, tuple[int, int, dict[int, int]]] = {}
+        self._shards: dict[int, tuple[int, dict[int, int]]] = {}
 
     # -- the run -------------------------------------------------------------------------
     def summary(self) -> None:
@@ -111,24 +98,24 @@ class LoRMStrategy(Strategy):
         """Runs the whole schedule (tasks x rounds, task ends, evaluation) over ``grid``;
         the schedule comes from the config, so ``num_rounds`` and ``initial_arrays`` are
         not used (the global model is built from the config's seed, as in ``lorm run``).
-        The summary is in :attr:`summary_` and ``run_dir/summary.json``."""
+        The summary is in :attr:`summary_` and ``run_dir/summary.json``; the result's
+        arrays are the deployed model (head and served residuals)."""
         self.grid = grid
         if timeout is not None:
             self.round_timeout = timeout
         self.summary()
 
-        def make_run(config: Config, run_dir: Path, quiet: bool) -> FlowerRun:
-            self.run = FlowerRun(config, run_dir, quiet)
-            self.run.strategy = self
-            return self.run
+        def transport(federation, clock, quiet, ctx) -> FlowerTransport:
+            self.transport = FlowerTransport(self, federation, clock)
+            return self.transport
 
         if self.resume:
-            self.summary_ = loop.resume(self.run_dir, quiet=True, runner_class=make_run)
+            self.summary_ = loop.resume(self.run_dir, quiet=True, transport=transport)
         else:
             self.summary_ = loop.run(self.config, self.run_dir, quiet=True,
-                                     overwrite=self.overwrite, runner_class=make_run)
+                                     overwrite=self.overwrite, transport=transport)
         result = Result()
-        result.arrays = tensors_to_record(self.run.deployed_tensors())
+        result.arrays = tensors_to_record(self.transport.last_serving)
         return result
 
     # -- node ids -> clients ---------------------------------------------------------------
@@ -163,105 +150,96 @@ class LoRMStrategy(Strategy):
         return {self._nodes_of[c]: c for c in clients if c in self._nodes_of}
 
     # -- training exchanges ------------------------------------------------------------------
-    def exchange_train(self, task: int, rnd: int | None, clients: list[int]):
-        """One round (``rnd``) or task end (``rnd`` None) with ``clients``: configure,
-        stream replies into the aggregator, aggregate. Returns the summed Grams of a task end."""
-        run, self._grams = self.run, {}
-        with_data = [c for c in clients if run.bench.client_indices[task][c]]
-        self._step = {"task": task, "round": -1 if rnd is None else rnd, "clients": clients,
-                      "targets": self.nodes_for(with_data)}
+    def exchange_train(self, task: int, rnd: int | None, clients: list[int],
+                       state: dict[str, torch.Tensor], aggregator: Aggregator) -> int:
+        """One round (``rnd``) or task end (``rnd`` None) of ``clients``: configure, then
+        stream the replies into ``aggregator``. Returns the bytes the replies carried."""
+        self.refresh_nodes()
         self.server_round += 1
-        arrays = self.deployed_record()
-        messages = self.configure_train(self.server_round, arrays, ConfigRecord(), self.grid)
-        self.aggregate_train(self.server_round, ReplyStream(
+        number = self.server_round
+        self._aggregators[number] = aggregator
+        step = ConfigRecord({"task": task, "round": -1 if rnd is None else rnd,
+                             "clients": list(clients)})
+        messages = self.configure_train(number, self.deployed_record(state), step, self.grid)
+        _, metrics = self.aggregate_train(number, ReplyStream(
             self.grid, messages, self.round_timeout, self.poll, self.retries))
-        return self._grams
+        return int(metrics["bytes"])
 
-    def deployed_record(self, serving_only: bool = False) -> ArrayRecord:
-        """What nodes need of the server's state (:meth:`Run.deployed_tensors`): the
-        earlier tasks' residuals only where the statistics model reads them
-        (``stats_model = running-mean``); for evaluation (``serving_only``) just the head
-        and the deployed residuals."""
-        tensors = self.run.deployed_tensors()
-        if serving_only:
-            tensors = {k: t for k, t in tensors.items()
-                       if k.startswith("head.") or k.endswith(".delta")}
-        elif self.run.config.stats_model != "running-mean":
-            tensors = {k: t for k, t in tensors.items() if not k.startswith("history/")}
-        return tensors_to_record(tensors)
+    def deployed_record(self, state: dict[str, torch.Tensor]) -> ArrayRecord:
+        """What nodes need of the deployed ``state``: the earlier tasks' residuals only
+        where the statistics model reads them (``stats_model = running-mean``)."""
+        if self.config.stats_model != "running-mean":
+            state = {k: t for k, t in state.items() if not k.startswith("history/")}
+        return tensors_to_record(state)
 
     def _run_config(self) -> ConfigRecord:
-        return ConfigRecord({"config": json.dumps(self.run.config.to_dict(), sort_keys=True)})
+        return ConfigRecord({"config": json.dumps(self.config.to_dict(), sort_keys=True)})
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """One message per node of the step's clients: run config, deployed state, step."""
-        step = self._step
-        kind = "train" if step["round"] >= 0 else "train.gram"
+        """One message per node of ``config``'s clients: run config, deployed ``arrays``,
+        the step (``task``, ``round``; round -1: the task end's Grams)."""
+        task, rnd = int(config["task"]), int(config["round"])
+        targets = self.nodes_for([int(c) for c in config["clients"]])
+        self._targets[server_round] = (task, rnd, targets)
+        kind = "train" if rnd >= 0 else "train.gram"
         return [Message(RecordDict({RUN: self._run_config(), MODEL: arrays,
-                                    STEP: ConfigRecord({"task": step["task"], "round": step["round"],
-                                                        "client": client, **dict(config)})}),
+                                    STEP: ConfigRecord({"task": task, "round": rnd, "client": client})}),
                         node, kind, group_id=str(server_round))
-                for node, client in step["targets"].items()]
+                for node, client in targets.items()]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Adds each reply into the step's Aggregator as it arrives, then solves the round
-        into the global model (or keeps a task end's Gram sums); returns the new deployed
-        state and the round's counts."""
-        step, run = self._step, self.run
-        task, rnd = step["task"], step["round"]
-        aggregator = run.round_aggregator(task, rnd) if rnd >= 0 else run.task_end_aggregator(task)
+        """Adds each reply of exchange ``server_round`` into its Aggregator as it
+        arrives; refuses the exchange (:class:`RoundFailed`) with too few accepted
+        updates. The solve is the schedule's Server's, so no arrays are returned."""
+        aggregator = self._aggregators.pop(server_round)
+        task, rnd, targets = self._targets.pop(server_round)
         sent = 0
         for reply in replies:
             sent += add_reply(aggregator, reply)
         missing = getattr(replies, "missing", [])
+        what = f"round {rnd}" if rnd >= 0 else "end"
         if missing:
-            log.warning("task %s %s: no reply from node(s) %s", task,
-                        f"round {rnd}" if rnd >= 0 else "end", missing)
-        needed = max(1, self.min_replies or len(step["targets"]))
+            log.warning("task %s %s: no reply from node(s) %s", task, what, missing)
+        needed = max(1, self.min_replies or len(targets))
         if aggregator.num_clients < needed:
-            raise RoundFailed(f"task {task} {'round ' + str(rnd) if rnd >= 0 else 'end'}: "
-                              f"{aggregator.num_clients} accepted update(s), {needed} needed; "
-                              f"the run continues from its last checkpoint with resume=True")
-        if rnd >= 0:
-            run.finish_round(task, rnd, aggregator, step["clients"], sent, aggregator.num_clients)
-        else:
-            run.progress.task_end_bytes += sent
-            self._grams = {name: s.q for name, s in aggregator.sums().items()}
-        metrics = MetricRecord({"accepted": aggregator.num_clients, "bytes": sent,
-                                "num-examples": aggregator.num_samples})
-        return (tensors_to_record(run.deployed_tensors()) if rnd >= 0 else None), metrics
+            raise RoundFailed(f"task {task} {what}: {aggregator.num_clients} accepted update(s), "
+                              f"{needed} needed; the run continues from its last checkpoint "
+                              "with resume=True")
+        return None, MetricRecord({"accepted": aggregator.num_clients, "bytes": sent,
+                                   "num-examples": aggregator.num_samples})
 
     # -- evaluation -------------------------------------------------------------------------
-    def exchange_evaluate(self, task: int) -> list[float]:
-        """The accuracy row after ``task`` from the nodes' counts."""
+    def exchange_evaluate(self, task: int, serving: dict[str, torch.Tensor]) -> list[float]:
+        """The accuracy row after ``task`` of the deployed model ``serving``, from the
+        nodes' counts."""
         self.refresh_nodes()
-        self._step = {"task": task, "targets": self.nodes_for(sorted(self._nodes_of))}
         self.server_round += 1
-        arrays = self.deployed_record(serving_only=True)
-        messages = self.configure_evaluate(self.server_round, arrays, ConfigRecord(), self.grid)
-        self.aggregate_evaluate(self.server_round, ReplyStream(
+        number = self.server_round
+        messages = self.configure_evaluate(number, tensors_to_record(serving),
+                                           ConfigRecord({"task": task}), self.grid)
+        metrics = self.aggregate_evaluate(number, ReplyStream(
             self.grid, messages, self.round_timeout, self.poll, self.retries))
-        return self._row
+        return list(metrics["accuracy"])
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Share ``i`` of the test batches to the ``i``-th node."""
-        step = self._step
-        nodes = sorted(step["targets"])
-        step["shards"] = {node: i for i, node in enumerate(nodes)}
+        """Share ``i`` of the test batches to the ``i``-th node with a client."""
+        task = int(config["task"])
+        nodes = sorted(self.nodes_for(sorted(self._nodes_of)))
+        shards = {node: i for i, node in enumerate(nodes)}
+        self._shards[server_round] = (task, shards)
         return [Message(RecordDict({RUN: self._run_config(), MODEL: arrays,
-                                    STEP: ConfigRecord({"task": step["task"], "shard": i,
-                                                        "shards": len(nodes), **dict(config)})}),
+                                    STEP: ConfigRecord({"task": task, "shard": i,
+                                                        "shards": len(nodes)})}),
                         node, "evaluate", group_id=str(server_round))
-                for node, i in step["shards"].items()]
+                for node, i in shards.items()]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Sums the counts; a share whose node did not answer is counted by the server on
         its own copy of the test data (logged), so the row always covers every sample."""
-        step, run = self._step, self.run
-        task, shards = step["task"], step["shards"]
+        task, shards = self._shards.pop(server_round)
         correct, total = [0] * (task + 1), [0] * (task + 1)
         done = set()
         for reply in replies:
@@ -277,24 +255,18 @@ class LoRMStrategy(Strategy):
             correct = [a + int(b) for a, b in zip(correct, c)]
             total = [a + int(b) for a, b in zip(total, t)]
             done.add(node)
-        for node, i in shards.items():
-            if node in done:
-                continue
+        left = [(node, i) for node, i in shards.items() if node not in done]
+        for node, i in left:
             log.warning("node %s did not evaluate share %s of %s; the server counts it", node,
                         i, len(shards))
-            for j in range(task + 1):
-                indices = shard_of_batches(run.bench.test_indices[j], i, len(shards))
-                c, t = run.count_correct(indices, j, task) if indices else (0, 0)
-                correct[j] += c
-                total[j] += t
         if not shards:
             log.warning("no node to evaluate on; the server counts every share")
-            for j in range(task + 1):
-                c, t = run.count_correct(run.bench.test_indices[j], j, task)
-                correct[j] += c
-                total[j] += t
-        self._row = [c / max(t, 1) for c, t in zip(correct, total)]
-        return MetricRecord({"accuracy": self._row})
+            left = [(None, 0)]
+        for _, i in left:
+            c, t = self.transport.count_share(task, i, max(len(shards), 1))
+            correct = [a + b for a, b in zip(correct, c)]
+            total = [a + b for a, b in zip(total, t)]
+        return MetricRecord({"accuracy": [c / max(t, 1) for c, t in zip(correct, total)]})
 
 
 def add_reply(aggregator: Aggregator, reply: Message) -> int:

@@ -1,4 +1,5 @@
-"""An in-process Flower ``Grid``: nodes are ``(node id, partition id)`` pairs whose
+"""Private test infrastructure (it reaches into Flower's message internals; not part of
+lorm's API): an in-process Flower ``Grid``: nodes are ``(node id, partition id)`` pairs whose
 ``ClientApp`` runs in this process when a message is pulled. For tests and
 benchmarks of the server (100 nodes without 100 processes); faults are knobs:
 
