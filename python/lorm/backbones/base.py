@@ -10,13 +10,36 @@ plugs in by subclassing :class:`Backbone` and registering a maker in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..pretrained import Weights
+
+
+# dataset name -> its native input side (None: the backbone's own); installed by the
+# dataset registry (lorm.fcil.datasets) on import, so that no backbone imports the data layer
+_dataset_img_size: Callable[[str], int | None] | None = None
+
+
+def set_dataset_img_size(lookup: Callable[[str], int | None]) -> None:
+    """Installs ``lookup(dataset_name) -> native input side or None``, which
+    :func:`img_size_for` asks when a config gives no ``img_size``."""
+    global _dataset_img_size
+    _dataset_img_size = lookup
+
+
+def img_size_for(config) -> int | None:
+    """The image side a model for ``config`` takes: ``config.img_size``, else its
+    dataset's native side (8 for digits), else ``None`` (the backbone's own)."""
+    if config.img_size:
+        return config.img_size
+    if _dataset_img_size is None:
+        raise RuntimeError("no dataset registry is loaded (import lorm.fcil.datasets), so "
+                           f"dataset {config.dataset!r}'s image size is unknown; or set img_size")
+    return _dataset_img_size(config.dataset)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

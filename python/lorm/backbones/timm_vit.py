@@ -11,7 +11,7 @@ from torch import nn
 
 from ..lora import DEFAULT_TARGETS, LoRALinear, head_of, inject_lora
 from ..pretrained import Weights, resolve_weights
-from .base import Backbone, init_head
+from .base import Backbone, img_size_for, init_head
 
 TINY_VIT = dict(patch_size=2, in_chans=1, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
                 weight_init="jax")
@@ -121,9 +121,7 @@ class TimmViT(Backbone):
     default_targets = DEFAULT_TARGETS
 
     def build(self, config, num_classes: int) -> nn.Module:
-        from ..fcil.datasets import default_img_size
-
-        img_size = default_img_size(config)
+        img_size = img_size_for(config)
         model = build_backbone(config.backbone, num_classes, config.seed, img_size)
         weights = self.weights(config).path
         if weights is not None:
