@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .backbones import make_backbone
+from .backbones.timm_vit import TINY_VIT
+from .fcil.config import Config
 from .fcil.datasets import fashion_mnist
-from .backbones.timm_vit import TINY_VIT, build_backbone
-from .pretrained import SHIPPED_NAME, sha256_of
+from .pretrained import SHIPPED_NAME, TINY_VIT_NAME, sha256_of
 
 IMG_SIZE = 8
 
@@ -59,7 +61,10 @@ def pretrain(data_root: str | None, output: Path, epochs: int = 30, seed: int = 
     output.mkdir(parents=True, exist_ok=True)
     x_train, y_train = train.tensors
     x_test, y_test = test.tensors
-    model = build_backbone("tiny-vit", num_classes, seed, IMG_SIZE)
+    # through the registry like any run's model: random weights, timm's own head init
+    config = Config(backbone=TINY_VIT_NAME, pretrained="none", img_size=IMG_SIZE, seed=seed,
+                    head_init="backbone").validate()
+    model = make_backbone(config.backbone).build(config, num_classes)
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * math.ceil(len(x_train) / batch_size)
