@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lorm import pretrain as pretrain_module
+from lorm import pretrained as pretrained_module
 from lorm.cli import main as cli_main
 from lorm.compare import compare, format_report, paired_difference
 from lorm.export import build_exported_model, evaluate, export
@@ -33,26 +33,26 @@ SMALL = ["num_tasks=2", "num_clients=2", "rounds=2", "local_epochs=1", "batch_si
 
 
 def test_shipped_backbone_matches_its_card():
-    weights, card_path = pretrain_module.shipped_paths()
+    weights, card_path = pretrained_module.shipped_paths()
     card = json.loads(card_path.read_text())
-    assert pretrain_module.sha256_of(weights) == card["sha256"]
+    assert pretrained_module.sha256_of(weights) == card["sha256"]
     assert weights.stat().st_size < 10 * 2 ** 20
     assert card["architecture"] == {"timm": "VisionTransformer", "img_size": 8, **TINY_VIT}
     assert card["test_accuracy"] >= 0.8 and card["training"]["epochs"] >= 1
     model = build_backbone("tiny-vit", 10, 0, 8)
     load_pretrained(model, weights)  # every backbone tensor present, shapes checked
-    assert pretrain_module.verify_shipped() == weights
+    assert pretrained_module.verify_shipped() == weights
 
 
 def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch, capsys):
-    weights, card = pretrain_module.shipped_paths()
+    weights, card = pretrained_module.shipped_paths()
     data = bytearray(weights.read_bytes())
     data[-5] ^= 1
     (tmp_path / weights.name).write_bytes(bytes(data))
     shutil.copy(card, tmp_path / card.name)
-    monkeypatch.setattr(pretrain_module, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(pretrained_module, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(ValueError, match="sha256"):
-        pretrain_module.verify_shipped()
+        pretrained_module.verify_shipped()
     out = tmp_path / "run"
     assert cli_main(["run", "--quiet", "--output", str(out)]) == 2
     assert "sha256" in capsys.readouterr().err and not out.exists()
@@ -63,7 +63,7 @@ def test_pretrain_one_short_epoch_writes_a_loadable_file(tmp_path, capsys):
     assert cli_main(["pretrain", "--output", str(tmp_path), "--epochs", "1", "--quiet"]) == 0
     card = json.loads((tmp_path / "tiny-vit-fmnist.json").read_text())
     weights = tmp_path / "tiny-vit-fmnist.safetensors"
-    assert card["sha256"] == pretrain_module.sha256_of(weights)
+    assert card["sha256"] == pretrained_module.sha256_of(weights)
     assert card["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     load_pretrained(build_backbone("tiny-vit", 10, 0, 8), weights)
     summary = run(load_config(None, SMALL + [f"pretrained={weights}"]), tmp_path / "run",

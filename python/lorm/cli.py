@@ -174,10 +174,15 @@ def cmd_pretrain(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    meta = export(args.run_dir, args.out)
-    print(f"wrote {args.out}: {meta['backbone']} with {meta['num_classes']} classes after "
-          f"{meta['tasks_done']} task(s); load it with lorm.export.build_exported_model, or "
-          "build the timm model its 'lorm' metadata names and load_state_dict(strict=True)")
+    card = export(args.run_dir, args.out)
+    what = (f"wrote {args.out}: {card['backbone']} with {card['num_classes']} classes after "
+            f"{card['tasks_done']} task(s); load it with lorm.export.build_exported_model, or ")
+    if Path(args.out).is_dir():
+        print(what + f"transformers.AutoModel.from_pretrained('{args.out}') with the classifier "
+              "in head.safetensors (lorm.json says the pooling and max_length)")
+    else:
+        print(what + "build the timm model its 'lorm' metadata names and "
+              "load_state_dict(strict=True)")
     return 0
 
 
@@ -260,16 +265,27 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
     pre.set_defaults(func=cmd_pretrain)
 
-    exp = sub.add_parser("export", help="write a run's deployed model (W0 + merged residual, "
-                         "merged head) as a plain timm state dict in .safetensors")
-    exp.add_argument("run_dir")
-    exp.add_argument("--out", required=True, help="the .safetensors file to write")
+    text = ("write a run's deployed model (W0 + merged residual folded into the weights, "
+            "merged head) in its family's own format: a timm ViT as a plain timm state dict "
+            "in one .safetensors file, a text encoder (minilm, hf-bert) as a folder that "
+            "transformers.AutoModel.from_pretrained loads")
+    exp = sub.add_parser("export", help=text, description=text[0].upper() + text[1:] + ".")
+    exp.add_argument("run_dir", help="a finished run (or one stopped between tasks)")
+    exp.add_argument("--out", required=True,
+                     help="ViT runs: the .safetensors file to write (the card in its 'lorm' "
+                     "metadata). Text runs: the folder to write (config.json, "
+                     "model.safetensors, tokenizer files, head.safetensors, lorm.json); an "
+                     "earlier export there is replaced, a folder holding anything else is "
+                     "refused")
     exp.set_defaults(func=cmd_export)
 
-    ev = sub.add_parser("eval", help="recompute the accuracy on every task after a run's last "
-                        "finished task, from its checkpoint or an exported file")
+    text = ("recompute the accuracy on every task after a run's last finished task (the "
+            "accuracy matrix's last row), from its checkpoint or from what `lorm export` wrote")
+    ev = sub.add_parser("eval", help=text, description=text[0].upper() + text[1:] + ".")
     ev.add_argument("run_dir")
-    ev.add_argument("--weights", help="an exported .safetensors to evaluate instead")
+    ev.add_argument("--weights", help="an exported model to evaluate instead: the .safetensors "
+                    "file of a ViT run, the folder of a text run (it must be for this run's "
+                    "model: same backbone, classes, input size / pooling and max_length)")
     ev.set_defaults(func=cmd_eval)
 
     pres = sub.add_parser("presets", help="list the shipped presets (the paper's settings) "

@@ -8,7 +8,6 @@ digits), then adapted with federated LoRA. It ships in ``lorm/weights/`` as a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -19,34 +18,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .backbones import make_backbone
+from .backbones.timm_vit import TINY_VIT
+from .fcil.config import Config
 from .fcil.datasets import fashion_mnist
-from .backbones.timm_vit import TINY_VIT, build_backbone
+from .pretrained import SHIPPED_NAME, TINY_VIT_NAME, sha256_of
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED_NAME = "tiny-vit-fmnist"
 IMG_SIZE = 8
-
-
-def shipped_paths() -> tuple[Path, Path]:
-    """The shipped backbone's ``.safetensors`` file and its JSON card."""
-    return WEIGHTS_DIR / f"{SHIPPED_NAME}.safetensors", WEIGHTS_DIR / f"{SHIPPED_NAME}.json"
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def verify_shipped() -> Path:
-    """The shipped weights' path, after checking the file against its card's sha256."""
-    weights, card_path = shipped_paths()
-    if not weights.is_file() or not card_path.is_file():
-        raise FileNotFoundError(f"the shipped backbone {weights} or its card is missing: "
-                                "reinstall lorm, or set pretrained: none")
-    card = json.loads(card_path.read_text())
-    if sha256_of(weights) != card.get("sha256"):
-        raise ValueError(f"{weights} does not match the sha256 in {card_path.name}: the file "
-                         "is damaged; reinstall lorm or run `lorm pretrain` to make a new one")
-    return weights
 
 
 def shift_augment(x: torch.Tensor, gen: torch.Generator, pad: int = 1) -> torch.Tensor:
@@ -83,7 +61,10 @@ def pretrain(data_root: str | None, output: Path, epochs: int = 30, seed: int = 
     output.mkdir(parents=True, exist_ok=True)
     x_train, y_train = train.tensors
     x_test, y_test = test.tensors
-    model = build_backbone("tiny-vit", num_classes, seed, IMG_SIZE)
+    # through the registry like any run's model: random weights, timm's own head init
+    config = Config(backbone=TINY_VIT_NAME, pretrained="none", img_size=IMG_SIZE, seed=seed,
+                    head_init="backbone").validate()
+    model = make_backbone(config.backbone).build(config, num_classes)
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * math.ceil(len(x_train) / batch_size)

@@ -3,16 +3,20 @@
 ``pretrained`` takes ``auto`` (``shipped`` for the tiny ViT, ``timm`` for a timm
 backbone), ``shipped``, ``timm`` (timm's pretrained weights for the backbone tag, read
 from timm's hub cache only: nothing is downloaded at run time), ``none`` (random
-init) or a local weights file.
+init) or a local weights file. The shipped tiny ViT (``lorm/weights/``, made by
+``lorm pretrain``) is checked against its card's sha256 before use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 TINY_VIT_NAME = "tiny-vit"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_NAME = "tiny-vit-fmnist"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order (timm/models/_hub.py)
 
 
@@ -33,11 +37,30 @@ class Weights:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256 as hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def shipped_paths() -> tuple[Path, Path]:
+    """The shipped backbone's ``.safetensors`` file and its JSON card."""
+    return WEIGHTS_DIR / f"{SHIPPED_NAME}.safetensors", WEIGHTS_DIR / f"{SHIPPED_NAME}.json"
+
+
+def verify_shipped() -> Path:
+    """The shipped weights' path, after checking the file against its card's sha256."""
+    weights, card_path = shipped_paths()
+    if not weights.is_file() or not card_path.is_file():
+        raise FileNotFoundError(f"the shipped backbone {weights} or its card is missing: "
+                                "reinstall lorm, or set pretrained: none")
+    card = json.loads(card_path.read_text())
+    if sha256_of(weights) != card.get("sha256"):
+        raise ValueError(f"{weights} does not match the sha256 in {card_path.name}: the file "
+                         "is damaged; reinstall lorm or run `lorm pretrain` to make a new one")
+    return weights
 
 
 def hub_cache() -> Path:
@@ -102,7 +125,6 @@ def resolve_weights(backbone: str, pretrained: str | None) -> Weights:
         if backbone != TINY_VIT_NAME:
             raise ValueError(f"pretrained: shipped is the tiny ViT's; for backbone {backbone!r} "
                              "use timm, a weights file, or none for a random backbone")
-        from .pretrain import verify_shipped
         return Weights("shipped", verify_shipped())
     if choice == "timm":
         if backbone == TINY_VIT_NAME:

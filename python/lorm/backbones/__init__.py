@@ -2,7 +2,8 @@
 
 ``make_backbone(config)`` picks the adapter; the loop never branches on modality.
 A name not in the registry is a timm model (or a folder with a BERT ``config.json``,
-which goes to the Hugging Face encoder adapter).
+which goes to the Hugging Face encoder adapter). ``deployed_backbone(card)`` picks the
+adapter that reads a model ``lorm export`` wrote, by its card's ``format``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .base import Backbone, to_device
+from .base import Backbone, read_card, to_device
 
 _MAKERS: dict[str, Callable[[], Backbone]] = {}
 
@@ -31,6 +32,15 @@ def make_backbone(name: str) -> Backbone:
     return TimmViT()
 
 
+def deployed_backbone(card: dict) -> Backbone:
+    """The registered adapter whose exports have ``card["format"]`` (:func:`read_card`)."""
+    for maker in _MAKERS.values():
+        backbone = maker()
+        if backbone.deployed_format == card.get("format"):
+            return backbone
+    raise ValueError(f"no backbone reads exported models of format {card.get('format')!r}")
+
+
 def _register_builtin() -> None:
     from .hf_encoder import HFEncoder, minilm_folder
     from .timm_vit import TimmViT
@@ -42,4 +52,5 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
-__all__ = ["Backbone", "make_backbone", "register_backbone", "to_device"]
+__all__ = ["Backbone", "deployed_backbone", "make_backbone", "read_card", "register_backbone",
+           "to_device"]

@@ -1,6 +1,8 @@
 """The model side as one small interface: a :class:`Backbone` builds a frozen
 pretrained model with a classifier ``head``, names its LoRA target layers, turns a
 batch into logits, and tells the statistics collectors which input rows are data.
+For ``lorm export`` / ``lorm eval`` it also writes a deployed model in the family's
+native format, with a card (:func:`read_card`), and loads it back.
 
 The loop, clients, statistics and merges talk only to this interface; a model family
 plugs in by subclassing :class:`Backbone` and registering a maker in
@@ -9,14 +11,42 @@ plugs in by subclassing :class:`Backbone` and registering a maker in
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..pretrained import Weights
+
+CARD_FILE = "lorm.json"  # the card of an exported folder
+CARD_KEY = "lorm"        # the card of an exported .safetensors file, in its metadata
+
+
+# dataset name -> its native input side (None: the backbone's own); installed by the
+# dataset registry (lorm.fcil.datasets) on import, so that no backbone imports the data layer
+_dataset_img_size: Callable[[str], int | None] | None = None
+
+
+def set_dataset_img_size(lookup: Callable[[str], int | None]) -> None:
+    """Installs ``lookup(dataset_name) -> native input side or None``, which
+    :func:`img_size_for` asks when a config gives no ``img_size``."""
+    global _dataset_img_size
+    _dataset_img_size = lookup
+
+
+def img_size_for(config) -> int | None:
+    """The image side a model for ``config`` takes: ``config.img_size``, else its
+    dataset's native side (8 for digits), else ``None`` (the backbone's own)."""
+    if config.img_size:
+        return config.img_size
+    if _dataset_img_size is None:
+        raise RuntimeError("no dataset registry is loaded (import lorm.fcil.datasets), so "
+                           f"dataset {config.dataset!r}'s image size is unknown; or set img_size")
+    return _dataset_img_size(config.dataset)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -83,6 +113,60 @@ class Backbone(ABC):
         """Which rows the LoRA layers see are data: a bool ``(B, L)`` mask over the
         layers' ``(B, L, d)`` inputs, or ``None`` when every row is (images)."""
         return None
+
+    # -- the deployed model on disk (lorm export / lorm eval; the loop never calls these)
+    #: the ``format`` of this family's exported models (their card says it)
+    deployed_format: str | None = None
+    #: what ``lorm export --out`` names: ``"file"`` or ``"folder"``
+    export_layout: str = "file"
+
+    def deployed_card(self, config, num_classes: int) -> dict:
+        """What defines the deployed model of a run with ``config`` beyond its weights:
+        ``format``, ``backbone``, ``num_classes`` and the family's own keys (input
+        size, pooling, ...). An exported model fits a run when every key agrees."""
+        if self.deployed_format is None:
+            raise ValueError(f"backbone {config.backbone!r} ({type(self).__name__}) cannot "
+                             "export a deployed model")
+        return {"format": self.deployed_format, "backbone": config.backbone,
+                "num_classes": num_classes}
+
+    def save_deployed(self, model: nn.Module, card: dict, out: Path) -> None:
+        """Writes ``model`` (as :meth:`build` made it, the LoRA residuals folded into
+        its linear weights, no LoRA layers) at ``out`` in the family's native format,
+        with ``card`` where :func:`read_card` finds it; nothing half-written is left
+        under ``out``."""
+        raise ValueError(f"{type(self).__name__} cannot export a deployed model")
+
+    def load_deployed(self, path: Path) -> nn.Module:
+        """The model :meth:`save_deployed` wrote at ``path``: ``forward(inputs)`` gives
+        logits ``(B, num_classes)`` as the built model's does."""
+        raise ValueError(f"{type(self).__name__} cannot load a deployed model")
+
+
+def read_card(path: str | Path) -> dict:
+    """The card of a model ``lorm export`` wrote: a folder's ``lorm.json``, or a
+    ``.safetensors`` file's ``lorm`` metadata (a dict with ``format``, ``backbone``,
+    ``num_classes``, ``tasks_done`` and the family's keys)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"exported model {path} not found (make one with `lorm export`)")
+    if path.is_dir():
+        try:
+            card = json.loads((path / CARD_FILE).read_text())
+        except (OSError, ValueError):
+            card = None
+    else:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                card = json.loads((f.metadata() or {}).get(CARD_KEY, "null"))
+        except Exception as exc:  # safetensors' own error types
+            raise ValueError(f"{path}: not a safetensors file ({exc})") from None
+    if not isinstance(card, dict) or not str(card.get("format", "")).startswith("lorm-deployed"):
+        raise ValueError(f"{path}: not a model exported by `lorm export` (no readable "
+                         f"{CARD_FILE if path.is_dir() else CARD_KEY + ' metadata'} card)")
+    return card
 
 
 def build_lora(backbone: Backbone, config, num_classes: int):

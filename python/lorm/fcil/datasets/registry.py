@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 from torch.utils.data import Dataset
 
+from ...backbones.base import img_size_for, set_dataset_img_size
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -95,8 +97,13 @@ def load_dataset(config: "Config") -> LoadedDataset:
 
 
 def default_img_size(config: "Config") -> int | None:
-    """``config.img_size``, else the dataset's default (``None``: the backbone's own)."""
-    return config.img_size or reader(config.dataset).img_size
+    """``config.img_size``, else the dataset's default (``None``: the backbone's own);
+    the rule is :func:`lorm.backbones.base.img_size_for`, which asks this registry."""
+    return img_size_for(config)
+
+
+# the backbones learn a dataset's native image size from here, not by importing this package
+set_dataset_img_size(lambda name: reader(name).img_size)
 
 
 def require_root(config: "Config") -> str:
