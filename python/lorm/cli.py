@@ -145,6 +145,24 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    import lorm_ext
+    import torch
+
+    from .precision import cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
+    print(f"lorm_ext: {lorm_ext.load_message()}")
+    print(f"torch {torch.__version__}; CUDA devices: "
+          f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+    print(f"CPU native bfloat16: {', '.join(flags) if flags else 'none (bfloat16 is emulated)'}")
+    cpu = ("bfloat16 for ViTs of width >= 384 (the image presets' ViT-B/16), float32 for "
+           "the tiny ViT and text encoders" if flags else "float32 (no native bfloat16)")
+    print(f"amp: auto on this machine: CUDA bfloat16; CPU {cpu}. A run's choice is in its "
+          "summary.json ('amp').")
+    return 0
+
+
 def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     summary_path = run_dir / "summary.json"
@@ -198,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lorm", description="LoRM: closed-form merging of LoRA "
                                 "modules for federated class-incremental learning.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="what this machine offers lorm: the kernels loaded, "
+                          "CUDA devices, native bfloat16 on the CPU and what amp: auto picks")
+    info.set_defaults(func=cmd_info)
 
     demo = sub.add_parser("demo", help="lorm vs fedavg-lora vs regmean-lora on the embedded "
                           "digits data with label-skewed clients (Dirichlet beta 0.1) over 3 "

@@ -109,6 +109,12 @@ class Backbone(ABC):
         """``inputs`` of one batch on ``device``."""
         return to_device(inputs, device)
 
+    def cpu_bf16_pays(self, model: nn.Module) -> bool:
+        """Whether ``model``'s forward and backward run faster under bfloat16 autocast on
+        a CPU with native bfloat16 (``amp: auto`` asks; measured per family,
+        benchmarks/results/amp-cpu.md). By default no."""
+        return False
+
     def rows_mask(self, inputs: Any) -> torch.Tensor | None:
         """Which rows the LoRA layers see are data: a bool ``(B, L)`` mask over the
         layers' ``(B, L, d)`` inputs, or ``None`` when every row is (images)."""

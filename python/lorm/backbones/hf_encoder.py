@@ -182,6 +182,13 @@ class HFEncoder(Backbone):
                                "attention_mask": encoded["attention_mask"]},
                               dataset.targets, used)
 
+    def cpu_bf16_pays(self, model: nn.Module) -> bool:
+        """Not under ``auto`` (yet): MiniLM's training step gains 1.25x (24 tokens) to
+        2.1x (64) on a 2-core avx512_bf16 CPU but nothing on an AMX Xeon (153 vs 153 ms,
+        24 tokens), and its accuracy under bfloat16 is not measured; ``amp: always``
+        opts in. benchmarks/results/amp-cpu.md."""
+        return False
+
     def to_device(self, inputs: dict[str, torch.Tensor], device: torch.device):
         """The batch trimmed to its longest real text, on ``device`` (dropping the padding
         columns every row has changes no output, only which padding rows ``stats_padding:

@@ -122,6 +122,12 @@ class TimmViT(Backbone):
 
     default_targets = DEFAULT_TARGETS
 
+    def cpu_bf16_pays(self, model: nn.Module) -> bool:
+        """ViTs of width 384 and more (a LoRA training step of ViT-S/16 2.0x, ViT-B/16
+        2.7x faster on a 2-core avx512_bf16 CPU; ViT-B/16 3.1x on an AMX Xeon); narrower
+        ones get slower (timm's test ViT: 0.7x). benchmarks/results/amp-cpu.md."""
+        return getattr(model, "embed_dim", 0) >= 384
+
     def build(self, config, num_classes: int) -> nn.Module:
         img_size = img_size_for(config)
         model = build_backbone(config.backbone, num_classes, config.seed, img_size)

@@ -17,6 +17,7 @@ from .. import merge
 from ..backbones import Backbone
 from ..lora import LoRALinear, head_of, serving, train_factor
 from ..messages import ClientUpdate, SolveStats
+from ..precision import autocast
 from ..stats import StatsCollector
 from .config import STATS_PADDINGS
 from .federation import Federation
@@ -26,15 +27,9 @@ from .randomness import EVAL, STATS, TASK_END, TRAIN, drawn_from, make_loader
 EVAL_BATCH = 256  # test batch: shares of whole batches (torchrun, Flower) give the same bits
 
 
-def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Linear, factor: str,
                   loader: DataLoader, task_classes: torch.Tensor, epochs: int,
-                  lrs: dict[str, float], device: torch.device, amp: bool,
+                  lrs: dict[str, float], device: torch.device, amp: torch.dtype | None,
                   backbone: Backbone, progress: bool = False) -> float:
     """AdamW (no weight decay) on the trainable factor(s) and the head, with
     cross-entropy over the task's classes only. Returns the last epoch's mean loss."""
@@ -65,7 +60,8 @@ def train_locally(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Line
 @torch.no_grad()
 def collect_statistics(model: nn.Module, layers: dict[str, LoRALinear], head: nn.Linear | None,
                        mode: str, loader: DataLoader, passes: int, device: torch.device,
-                       amp: bool, backbone: Backbone, padding: str = "exclude") -> StatsCollector:
+                       amp: torch.dtype | None, backbone: Backbone,
+                       padding: str = "exclude") -> StatsCollector:
     """Eval-mode forward passes over the client's data with the collectors attached.
     ``padding``: ``"exclude"`` feeds the Grams only the rows the backbone marks as data
     (``rows_mask``); ``"include"`` and ``"include-split"`` feed every row the layers see
@@ -143,7 +139,8 @@ class Client:
         with drawn_from([cfg.seed, task, rnd, client, TRAIN], self.device):
             self.clock.timed("train", train_locally, self.model, self.layers, self.head,
                              self.method.trains(rnd), loader, classes, cfg.local_epochs, lrs,
-                             self.device, cfg.amp, self.backbone, progress=not self.quiet)
+                             self.device, self.federation.amp, self.backbone,
+                             progress=not self.quiet)
         mode = self.method.stats_mode(rnd)
         stats = None
         if mode is not None:
@@ -154,7 +151,7 @@ class Client:
                     drawn_from([cfg.seed, task, rnd, client, STATS], self.device):
                 stats = self.clock.timed("stats", collect_statistics, self.model, self.layers,
                                          self.head, mode, loader, cfg.stats_passes, self.device,
-                                         cfg.amp, self.backbone, cfg.stats_padding)
+                                         self.federation.amp, self.backbone, cfg.stats_padding)
         return self.method.client_message(task, rnd, self.layers, self.head, stats, len(indices))
 
     def task_end_update(self, task: int, client: int) -> ClientUpdate:
@@ -169,7 +166,7 @@ class Client:
         with serving(self.layers, residuals), self.statistics_model(task, residuals), \
                 drawn_from([cfg.seed, task, cfg.rounds, client, TASK_END], self.device):
             stats = self.clock.timed("stats", collect_statistics, self.model, self.layers, None,
-                                     mode, loader, cfg.stats_passes, self.device, cfg.amp,
+                                     mode, loader, cfg.stats_passes, self.device, self.federation.amp,
                                      self.backbone, cfg.stats_padding)
         return ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
             name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
@@ -203,7 +200,8 @@ def count_correct(model: nn.Module, federation: Federation, indices: list[int], 
     correct = total = 0
     with drawn_from([federation.config.seed, test_task, seen_task, EVAL], device):
         for x, y in loader:
-            logits = model(federation.backbone.to_device(x, device))[:, seen]
+            with autocast(device, federation.amp):
+                logits = model(federation.backbone.to_device(x, device))[:, seen]
             correct += (seen[logits.argmax(1)] == y.to(device)).sum().item()
             total += len(y)
     return correct, total

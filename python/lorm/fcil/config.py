@@ -89,7 +89,9 @@ class Config:
     stats_model: str = "running-mean"  # or "current": the model the statistics passes see
     fedavg_cross_task: str = "mean"    # or "gram-merge": fedavg-lora's deployed residual
     client_sampling: str = "per-task"  # or "per-round"
-    amp: bool = True                   # bf16 autocast, on CUDA only
+    # bf16 autocast: "auto" on CUDA and on CPUs with native bf16 where the backbone gains
+    # (ViT-S/B); true: on CUDA only; "always": CUDA and any CPU; false: never (lorm.precision)
+    amp: bool | str = "auto"
     device: str = "auto"
     num_threads: int = 0               # CPU threads for torch; 0 keeps torch's default
     dist_timeout: float = 600.0        # seconds a rank waits for the others (torchrun runs)
@@ -113,7 +115,7 @@ class Config:
 
 # field -> (type, check of the value, what is allowed). Types are exact: a bool is not
 # an int, a float is not an int, a string is not a list.
-_INT, _FLOAT, _BOOL, _STR = "int", "float", "bool", "str"
+_INT, _FLOAT, _BOOL, _STR, _AMP = "int", "float", "bool", "str", "amp"
 _RULES: dict[str, tuple[str, bool, Any, str]] = {
     # name: (type, None allowed, check, allowed)
     "dataset": (_STR, False, lambda v: v in _dataset_names(), 
@@ -168,7 +170,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "alpha_backbone": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "alpha_head": (_FLOAT, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "stats_passes": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
-    "amp": (_BOOL, False, None, "true or false"),
+    "amp": (_AMP, False, None, "true, false, auto or always"),
     "device": (_STR, False, lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                "auto, cpu, cuda or cuda:N"),
     "num_threads": (_INT, False, lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
@@ -186,6 +188,8 @@ def _dataset_names() -> tuple[str, ...]:
 def _has_type(value: Any, kind: str) -> bool:
     if kind == _BOOL:
         return isinstance(value, bool)
+    if kind == _AMP:
+        return isinstance(value, bool) or value in ("auto", "always")
     if kind == _INT:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == _FLOAT:

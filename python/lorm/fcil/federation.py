@@ -12,6 +12,7 @@ from torch import nn
 from ..backbones import Backbone, make_backbone
 from ..backbones.base import build_lora
 from ..lora import LoRALinear
+from ..precision import autocast_dtype
 from ..pretrained import Weights
 from .config import Config
 from .data import Benchmark, build_benchmark
@@ -30,6 +31,7 @@ class Federation:
         method: the federated method object (lorm.fcil.methods).
         bench: the data, prepared for the backbone, cut into tasks and clients.
         model, layers, head: a LoRA model on ``device`` ({name: LoRALinear}, its head).
+        amp: the autocast dtype of every forward (``None``: float32; lorm.precision).
     """
 
     config: Config
@@ -41,6 +43,7 @@ class Federation:
     model: nn.Module
     layers: dict[str, LoRALinear]
     head: nn.Linear
+    amp: torch.dtype | None
 
 
 def build_federation(config: Config, device: torch.device) -> Federation:
@@ -60,5 +63,6 @@ def build_federation(config: Config, device: torch.device) -> Federation:
         for split, data in (("train", bench.train), ("test", bench.test)):
             backbone.check_input(model, data[used[split][0]][0],
                                  f"dataset {config.dataset!r} ({split})")
+    amp = autocast_dtype(config.amp, device, backbone.cpu_bf16_pays(model))
     return Federation(config, device, backbone, weights, method, method.benchmark(bench),
-                      model.to(device), layers, head)
+                      model.to(device), layers, head, amp)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..distributed import DistContext, init_from_env
+from ..precision import describe
 from . import checkpoint
 from .client import count_correct
 from .config import Config, apply_overrides
@@ -176,6 +177,7 @@ class Run:
         summary = {
             "config": self.config.to_dict(),
             "weights": self.federation.weights.record(),
+            "amp": describe(self.federation.amp),
             "accuracy_matrix": p.acc,
             **summarize(p.acc, self.test_sizes),
             "bytes_per_client_per_round": p.round_bytes / max(p.client_rounds, 1),
