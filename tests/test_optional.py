@@ -9,6 +9,7 @@ import ast
 import re
 import sys
 import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,9 @@ def test_missing_timm_names_the_vision_extra_with_the_installed_torch_pinned(mon
         build_backbone("tiny-vit", num_classes=10, seed=0)
     message = str(caught.value)
     assert "backbone 'tiny-vit'" in message and "timm is not installed" in message
-    assert f"pip install 'lorm[vision]' 'torch=={torch.__version__}'" in message
+    # the version pip knows (2.14.1), not torch.__version__ (2.14.1+cu130): pip would look
+    # for that torch anew and, on this machine's mirror, fail to resolve
+    assert f"pip install 'lorm[vision]' 'torch=={version('torch')}'" in message
     assert vision_install_command() in message
 
 

@@ -9,7 +9,12 @@ timm, which requires one, makes pip take the newest and replace the torch the us
 (issue 27). Pinning the installed torch next to the extra makes pip pick the torchvision
 release made for it instead::
 
-    pip install 'lorm[vision]' "torch==$(python -c 'import torch; print(torch.__version__)')"
+    pip install 'lorm[vision]' "torch==$(python -c 'from importlib.metadata import version; print(version("torch"))')"
+
+(the installed distribution's version, which is what pip compares: torch 2.14.1 from
+PyPI is ``2.14.1`` there while ``torch.__version__`` says ``2.14.1+cu130``; pinning
+``torch==2.14.1+cu130`` makes pip look for another torch, and with PyPI alone the install
+fails).
 
 A CPU-only torch (``+cpu``, from PyTorch's CPU index) also needs torchvision's CPU build
 from that index: the torchvision wheels on PyPI (and on this project's local mirror) are
@@ -31,11 +36,20 @@ class MissingExtra(ImportError):
     the extra and the command that adds it."""
 
 
-def vision_install_command() -> str:
-    """The command that adds the ``vision`` extra and keeps the installed torch."""
+def installed_torch() -> str:
+    """The installed torch distribution's version, as pip sees it (``2.14.1`` for the
+    PyPI wheel whose ``torch.__version__`` is ``2.14.1+cu130``)."""
     import torch
 
-    return f"pip install 'lorm[vision]' 'torch=={torch.__version__}'"
+    try:
+        return version("torch")
+    except PackageNotFoundError:  # a torch on sys.path without metadata
+        return torch.__version__
+
+
+def vision_install_command() -> str:
+    """The command that adds the ``vision`` extra and keeps the installed torch."""
+    return f"pip install 'lorm[vision]' 'torch=={installed_torch()}'"
 
 
 def _advice() -> str:
