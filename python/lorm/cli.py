@@ -88,6 +88,10 @@ def demo_verdict(report: dict) -> list[str]:
 
 
 def cmd_demo(args) -> int:
+    from .optional import import_vision
+
+    # before any run starts: the tiny ViT is timm's VisionTransformer (the 'vision' extra)
+    import_vision("timm", "lorm demo (its tiny ViT is a timm VisionTransformer)")
     print(f"Embedded digits benchmark: 5 tasks x 2 classes, 5 clients with label-skewed data "
           f"(Dirichlet beta {args.betas}: smaller is more skewed), tiny ViT pretrained on "
           f"Fashion-MNIST (shipped); methods {', '.join(DEMO_METHODS)}, seeds {args.seeds}, "
@@ -322,11 +326,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .distributed import shutdown
+    from .optional import MissingExtra
 
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (OSError, ValueError) as exc:  # expected: config, data, weights, checkpoints, dirs
+    except (OSError, ValueError, MissingExtra) as exc:  # expected: config, data, weights,
+        # checkpoints, dirs, an optional dependency not installed
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

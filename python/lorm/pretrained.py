@@ -78,6 +78,9 @@ def timm_cached_file(tag: str) -> Path:
         FileNotFoundError: not in the cache; the message names the tag, the cache and
             the ways out (fetch once, ``--set pretrained=FILE``, ``pretrained=none``).
     """
+    from .optional import import_vision
+
+    import_vision("timm", f"pretrained: timm weights for {tag!r}")
     from timm.models import get_pretrained_cfg
 
     from timm import is_model

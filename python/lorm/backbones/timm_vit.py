@@ -21,6 +21,9 @@ TINY_VIT = dict(patch_size=2, in_chans=1, embed_dim=64, depth=2, num_heads=4, ml
 
 def build_backbone(name: str, num_classes: int, seed: int, img_size: int | None = None) -> nn.Module:
     """A timm VisionTransformer with a fresh ``num_classes`` head, initialised from ``seed``."""
+    from ..optional import import_vision
+
+    import_vision("timm", f"backbone {name!r} (a timm ViT)")
     from timm import create_model
     from timm.models.vision_transformer import VisionTransformer
 

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 def load_image_folders(name: str, root: Path, recipe: str, config: "Config") -> LoadedDataset:
     """Train and test folders with the same class folders; labels in sorted folder order
     (torchvision's ImageFolder, as fed-mammoth's seq_imageneta.py MyImageNetA)."""
-    from torchvision.datasets import ImageFolder
+    from ...optional import import_vision
+
+    ImageFolder = import_vision("torchvision.datasets", f"dataset {name!r}").ImageFolder
 
     layout = (f"{root}/train/<class>/<image> and {root}/test/<class>/<image> "
               "with the same class folders")

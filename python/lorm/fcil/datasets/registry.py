@@ -122,6 +122,8 @@ def download_if_asked(download: bool, present: Path, url: str, into: Path, *,
     ``download_url``). Without ``--download`` nothing is fetched, ever."""
     if not download or present.exists():
         return
-    from torchvision.datasets import utils
+    from ...optional import import_vision
+
+    utils = import_vision("torchvision.datasets.utils", f"--download of {url}")
     fetch = utils.download_and_extract_archive if extract else utils.download_url
     fetch(url, str(into), filename=filename, md5=md5)

@@ -57,7 +57,9 @@ RECIPES = {
 
 def build_transforms(recipe: Recipe, size: int):
     """(train, test) callables: PIL image -> ``(3, size, size)`` float tensor."""
-    from torchvision import transforms as T
+    from ...optional import import_vision
+
+    T = import_vision("torchvision.transforms", "the image datasets' transforms")
 
     mode = T.InterpolationMode(recipe.interpolation)
     big = int(size * 256 / 224)
