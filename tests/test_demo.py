@@ -1,7 +1,7 @@
 """`lorm demo`'s one-line reading of the paired interval: it follows the numbers, and an
 interval that contains 0 is said to decide nothing."""
 
-from lorm.cli import DEMO_BETAS, demo_verdict, parser
+from lorm.cli import DEMO_BETAS, DEMO_METHODS, demo_verdict, parser
 
 
 def report(low, high, mean, seeds=3):
@@ -29,4 +29,5 @@ def test_one_seed_concludes_nothing():
 
 def test_demo_defaults_to_the_label_skewed_setting():
     args = parser().parse_args(["demo"])
-    assert args.betas == DEMO_BETAS == "0.1" and args.seeds == "0,1,2"
+    assert args.betas == DEMO_BETAS == "0.1" and args.seeds == "0,1,2,3,4"
+    assert DEMO_METHODS == ("lorm", "fedavg-lora")
