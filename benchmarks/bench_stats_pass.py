@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 import lorm_ext
-from lorm import merge
 from lorm.lora import kaiming_uniform
 from lorm.messages import ClientUpdate, SolveStats
 from lorm.backbones.timm_vit import build_lora_model

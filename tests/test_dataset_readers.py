@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_fixtures import WRITERS, write_cars196
+from dataset_fixtures import WRITERS
 from lorm.fcil.config import Config
 from lorm.fcil.datasets import load_dataset
 from lorm.fcil.datasets.transforms import HALF, IMAGENET, RECIPES, build_transforms

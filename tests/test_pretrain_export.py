@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from lorm import pretrained as pretrained_module
 from lorm.cli import main as cli_main
 from lorm.compare import compare, format_report, paired_difference
-from lorm.export import build_exported_model, evaluate, export
+from lorm.export import build_exported_model, evaluate
 from lorm.fcil import load_config, run
 from lorm.fcil.data import build_benchmark
 from lorm.fcil.datasets import fashion_mnist

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 
 from ..fcil.client import Client
 from ..fcil.federation import Federation

@@ -22,4 +22,6 @@ from .registry import (READERS, DatasetReader, LoadedDataset, add_reader, datase
 # the readers register themselves on import (one module per on-disk format)
 from . import cars196, cifar100, clinc150, cub200, digits, eurosat, fashion_mnist, image_folder, imagenet_r  # noqa: E402,F401,I001
 
-__all__ = ["LoadedDataset", "DatasetReader", "READERS", "add_reader", "register", "dataset_names", "reader", "load_dataset", "default_img_size", "require_root", "download_if_asked"]
+__all__ = ["READERS", "DatasetReader", "LoadedDataset", "add_reader", "dataset_names",
+           "default_img_size", "download_if_asked", "load_dataset", "reader", "register",
+           "require_root"]
