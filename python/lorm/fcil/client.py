@@ -144,8 +144,7 @@ class Client:
         mode = self.method.stats_mode(rnd)
         stats = None
         if mode is not None:
-            loader = make_loader(self.bench.train, indices, cfg.batch_size,
-                                 [cfg.seed, task, rnd, client, 1])
+            loader = self.statistics_loader(indices, [cfg.seed, task, rnd, client, 1])
             current = {n: l.served_residual() for n, l in self.layers.items()}
             with self.statistics_model(task, current), \
                     drawn_from([cfg.seed, task, rnd, client, STATS], self.device):
@@ -161,8 +160,7 @@ class Client:
         residuals = self.method.task_residuals(self.layers)
         mode = "diag" if cfg.alpha_backbone == 0 else "full"
         indices = self.bench.client_indices[task][client]
-        loader = make_loader(self.bench.train, indices, cfg.batch_size,
-                             [cfg.seed, task, cfg.rounds, client, 2])
+        loader = self.statistics_loader(indices, [cfg.seed, task, cfg.rounds, client, 2])
         with serving(self.layers, residuals), self.statistics_model(task, residuals), \
                 drawn_from([cfg.seed, task, cfg.rounds, client, TASK_END], self.device):
             stats = self.clock.timed("stats", collect_statistics, self.model, self.layers, None,
@@ -171,6 +169,17 @@ class Client:
         return ClientUpdate(task, cfg.rounds, "G", len(indices), layers={
             name: SolveStats(p=None, q=merge.regularize_gram(g, cfg.alpha_backbone))
             for name, g in stats.grams.items()})
+
+    def statistics_loader(self, indices: list[int], seed: list[int]) -> DataLoader:
+        """The statistics passes' loader: Grams are sums, so with ``stats_padding:
+        exclude`` the order is free and inputs of about one size are batched together
+        (``Backbone.by_length``: less padding to compute); otherwise shuffled by ``seed``."""
+        cfg = self.config
+        free = cfg.stats_padding == "exclude" and cfg.pass_order == "by-length"
+        ordered = self.backbone.by_length(self.bench.train, indices) if free else None
+        if ordered is None:
+            return make_loader(self.bench.train, indices, cfg.batch_size, seed)
+        return make_loader(self.bench.train, ordered, cfg.batch_size, seed, shuffle=False)
 
     def statistics_model(self, task: int, current: dict[str, torch.Tensor]):
         """A context in which the layers serve what the statistics passes must see

@@ -82,6 +82,9 @@ class Config:
     # to its longest query); "include-split": every query padded to the split's longest,
     # fed-mammoth's rule (batches are then never trimmed)
     stats_padding: str = "exclude"
+    # passes whose order is free (evaluation; statistics under stats_padding: exclude):
+    # "by-length" batches text queries of about one length (less padding); "shuffled"
+    pass_order: str = "by-length"
     wire_dtype: str = "float32"        # p and the head bias on the wire (bfloat16 halves them)
     wire_gram_dtype: str = "float32"   # q (Grams) on the wire
     solve_precision: str = "mixed"     # server solves: float32 factor refined in float64, or "float64"
@@ -139,6 +142,7 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "max_train_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "max_test_per_class": (_INT, True, lambda v: v >= 1, "an integer >= 1 or null"),
     "pooling": (_STR, False, lambda v: v in ("mean", "cls"), "mean or cls"),
+    "pass_order": (_STR, False, lambda v: v in ("by-length", "shuffled"), "by-length or shuffled"),
     "stats_padding": (_STR, False, lambda v: v in STATS_PADDINGS,
                       f"one of {', '.join(STATS_PADDINGS)}"),
     "pretrained": (_STR, True, lambda v: v != "", "auto, shipped, timm, none, a weights file "

@@ -64,5 +64,8 @@ def build_federation(config: Config, device: torch.device) -> Federation:
             backbone.check_input(model, data[used[split][0]][0],
                                  f"dataset {config.dataset!r} ({split})")
     amp = autocast_dtype(config.amp, device, backbone.cpu_bf16_pays(model))
-    return Federation(config, device, backbone, weights, method, method.benchmark(bench),
-                      model.to(device), layers, head, amp)
+    bench = method.benchmark(bench)
+    if config.pass_order == "by-length":  # counts do not depend on the order of the samples
+        bench.test_indices = [backbone.by_length(bench.test, ix) or ix for ix in bench.test_indices]
+    return Federation(config, device, backbone, weights, method, bench, model.to(device),
+                      layers, head, amp)
