@@ -11,12 +11,13 @@ with A and B trainable, as in a client's round.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from _results import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = [("vit_base_patch16_224", 224), ("vit_small_patch16_224", 224), ("test_vit.r160_in1k", 160)]
@@ -85,20 +86,15 @@ def main() -> int:
                      "auto_picks_bf16": text.cpu_bf16_pays(model)})
     result = {"command": "python " + " ".join(sys.argv), "threads": torch.get_num_threads(),
               "cpu_bf16_flags": list(cpu_bf16_flags()), "rows": rows}
-    text_out = json.dumps(result, indent=1)
-    print(text_out)
-    if args.out:
-        out = Path(args.out)
-        (out / "amp-cpu.json").write_text(text_out + "\n")
-        lines = ["# bfloat16 autocast vs float32 on CPU: one LoRA training step, batch 16", "",
-                 f"`{result['command']}`; {result['threads']} threads; native bfloat16: "
-                 f"{', '.join(result['cpu_bf16_flags']) or 'none'}. Fastest of the repeats, "
-                 "taking turns.", "",
-                 "| model | float32 (s) | bfloat16 (s) | speed-up | `amp: auto` picks bf16 |",
-                 "|---|---:|---:|---:|---|"]
-        lines += [f"| {r['model']} | {r['float32_s']} | {r['bfloat16_s']} | {r['speedup']}x | "
-                  f"{'yes' if r['auto_picks_bf16'] else 'no'} |" for r in rows]
-        (out / "amp-cpu.md").write_text("\n".join(lines) + "\n")
+    lines = ["# bfloat16 autocast vs float32 on CPU: one LoRA training step, batch 16", "",
+             f"`{result['command']}`; {result['threads']} threads; native bfloat16: "
+             f"{', '.join(result['cpu_bf16_flags']) or 'none'}. Fastest of the repeats, "
+             "taking turns.", "",
+             "| model | float32 (s) | bfloat16 (s) | speed-up | `amp: auto` picks bf16 |",
+             "|---|---:|---:|---:|---|"]
+    lines += [f"| {r['model']} | {r['float32_s']} | {r['bfloat16_s']} | {r['speedup']}x | "
+              f"{'yes' if r['auto_picks_bf16'] else 'no'} |" for r in rows]
+    emit(result, args.out, "amp-cpu", lines)
     return 0
 
 

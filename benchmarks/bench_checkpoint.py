@@ -14,11 +14,12 @@ same save (its header of a few KB left out). Also timed: the seconds each save t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
@@ -89,28 +90,23 @@ def main() -> int:
     args = parser.parse_args()
     results = [measure(f) for f in args.families.split(",")]
     command = "python " + " ".join(sys.argv)
-    text = json.dumps({"command": command, "results": results}, indent=1)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        (out / "checkpoint-cpu.json").write_text(text + "\n")
-        lines = ["# Checkpoint bytes per save: parts (now) vs one file (before)", "",
-                 f"`{command}`", "",
-                 "Each run: 2 tasks x 2 rounds, fixtures in the datasets' real formats. "
-                 "'now': bytes written by the save (round part; plus the task part at a "
-                 "task's end); 'one file': the whole state's tensor bytes at the same save "
-                 "(what every save wrote before). Largest save of each kind.", "",
-                 "| model | save | now (MB) | one file (MB) | ratio | save time (s) |",
-                 "|---|---|---:|---:|---:|---:|"]
-        for r in results:
-            for kind, row in r["by_kind"].items():
-                ratio = row["mb_one_file"] / max(row["mb_written"], 1e-9)
-                lines.append(f"| {r['backbone']} r={r['rank']} | {kind} | {row['mb_written']} | "
-                             f"{row['mb_one_file']} | {ratio:.0f}x | {row['seconds']} |")
-            lines.append(f"| {r['backbone']} r={r['rank']} | whole run ({len(r['saves'])} saves) | "
-                         f"{r['run_mb_written']} | {r['run_mb_one_file']} | "
-                         f"{r['run_mb_one_file'] / max(r['run_mb_written'], 1e-9):.1f}x | |")
-        (out / "checkpoint-cpu.md").write_text("\n".join(lines) + "\n")
+    lines = ["# Checkpoint bytes per save: parts (now) vs one file (before)", "",
+             f"`{command}`", "",
+             "Each run: 2 tasks x 2 rounds, fixtures in the datasets' real formats. "
+             "'now': bytes written by the save (round part; plus the task part at a "
+             "task's end); 'one file': the whole state's tensor bytes at the same save "
+             "(what every save wrote before). Largest save of each kind.", "",
+             "| model | save | now (MB) | one file (MB) | ratio | save time (s) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        for kind, row in r["by_kind"].items():
+            ratio = row["mb_one_file"] / max(row["mb_written"], 1e-9)
+            lines.append(f"| {r['backbone']} r={r['rank']} | {kind} | {row['mb_written']} | "
+                         f"{row['mb_one_file']} | {ratio:.0f}x | {row['seconds']} |")
+        lines.append(f"| {r['backbone']} r={r['rank']} | whole run ({len(r['saves'])} saves) | "
+                     f"{r['run_mb_written']} | {r['run_mb_one_file']} | "
+                     f"{r['run_mb_one_file'] / max(r['run_mb_written'], 1e-9):.1f}x | |")
+    emit({"command": command, "results": results}, args.out, "checkpoint-cpu", lines)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from _results import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,23 +136,18 @@ def main() -> int:
             for case in args.cases.split(",")]
     result = {"command": "python " + " ".join(sys.argv), "threads": torch.get_num_threads(),
               "rows": rows}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        (out / "client-floor-cpu.json").write_text(text + "\n")
-        lines = ["# One client round against its floor (same batches, same model)", "",
-                 f"`{result['command']}`; {result['threads']} threads; best of the repeats, "
-                 "taking turns, after a warm-up.", "",
-                 "| model | samples | precision | train: client / bare fwd+bwd+step (s) | ratio "
-                 "| statistics passes: client / bare forwards (s) | ratio |",
-                 "|---|---:|---|---|---:|---|---:|"]
-        for r in rows:
-            c, f, q = r["client_s"], r["floor_s"], r["ratio"]
-            lines.append(f"| {r['backbone']} | {r['samples']} | {r['amp']} | {c['train']} / "
-                         f"{f['train']} | {q['train']}x | {c['stats']} / {f['stats']} "
-                         f"({r['stats_passes']} pass(es)) | {q['stats']}x |")
-        (out / "client-floor-cpu.md").write_text("\n".join(lines) + "\n")
+    lines = ["# One client round against its floor (same batches, same model)", "",
+             f"`{result['command']}`; {result['threads']} threads; best of the repeats, "
+             "taking turns, after a warm-up.", "",
+             "| model | samples | precision | train: client / bare fwd+bwd+step (s) | ratio "
+             "| statistics passes: client / bare forwards (s) | ratio |",
+             "|---|---:|---|---|---:|---|---:|"]
+    for r in rows:
+        c, f, q = r["client_s"], r["floor_s"], r["ratio"]
+        lines.append(f"| {r['backbone']} | {r['samples']} | {r['amp']} | {c['train']} / "
+                     f"{f['train']} | {q['train']}x | {c['stats']} / {f['stats']} "
+                     f"({r['stats_passes']} pass(es)) | {q['stats']}x |")
+    emit(result, args.out, "client-floor-cpu", lines)
     return 0
 
 

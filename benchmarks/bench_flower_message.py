@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _results import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {  # name -> lorm config overrides (and a fixture to write)
     "digits (tiny ViT)": ["num_clients=3", "num_tasks=2", "max_classes=4",
@@ -90,21 +92,16 @@ def main() -> int:
                                for k in ("imports", "setup", "step")}
                          for how, runs in rows.items()}
     command = "python " + " ".join(sys.argv)
-    text = json.dumps({"command": command, "repeats": args.repeats, "results": results}, indent=1)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        (out / "flower-message-cpu.json").write_text(text + "\n")
-        lines = ["# One Flower deployment message on a node: imports + set-up + step", "",
-                 f"`{command}` (median of {args.repeats} fresh processes each, taking turns)", "",
-                 "| case | node set-up | imports (s) | set-up (s) | one client round (s) | total (s) |",
-                 "|---|---|---:|---:|---:|---:|"]
-        for name, by_how in results.items():
-            for how, r in by_how.items():
-                label = "whole Run (before)" if how == "before" else "Client only (now)"
-                lines.append(f"| {name} | {label} | {r['imports']} | {r['setup']} | {r['step']} | "
-                             f"{r['imports'] + r['setup'] + r['step']:.2f} |")
-        (out / "flower-message-cpu.md").write_text("\n".join(lines) + "\n")
+    lines = ["# One Flower deployment message on a node: imports + set-up + step", "",
+             f"`{command}` (median of {args.repeats} fresh processes each, taking turns)", "",
+             "| case | node set-up | imports (s) | set-up (s) | one client round (s) | total (s) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, by_how in results.items():
+        for how, r in by_how.items():
+            label = "whole Run (before)" if how == "before" else "Client only (now)"
+            lines.append(f"| {name} | {label} | {r['imports']} | {r['setup']} | {r['step']} | "
+                         f"{r['imports'] + r['setup'] + r['step']:.2f} |")
+    emit({"command": command, "repeats": args.repeats, "results": results}, args.out, "flower-message-cpu", lines)
     return 0
 
 

@@ -14,10 +14,11 @@ Protocol: the clinc150-beta0.5 preset on every query of its first 45 intents (3 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
+
+from _results import emit
 
 ORDERS = ("shuffled", "by-length")
 SETTINGS = ["max_classes=45", "num_tasks=3", "rounds=1", "local_epochs=1", "num_threads=1"]
@@ -51,25 +52,20 @@ def main() -> int:
             for order, rs in runs.items()}
     result = {"command": "python " + " ".join(sys.argv), "settings": SETTINGS, "runs": runs,
               "best_seconds": best}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        (out / "text-passes-cpu.json").write_text(text + "\n")
-        old, new = best["shuffled"], best["by-length"]
-        lines = ["# Text passes batched by length vs shuffled, inside real CLINC150 runs", "",
-                 f"`{result['command']}`", "",
-                 "clinc150-beta0.5 preset, first 45 intents (3 tasks x 15), all their queries, "
-                 "1 round x 1 epoch, 1 thread; best of the repeats, taking turns. Training is "
-                 "the same computation in both (the control).", "",
-                 "| phase | shuffled (s) | by length (s) | speed-up |", "|---|---:|---:|---:|"]
-        for phase in ("train", "stats", "eval"):
-            lines.append(f"| {phase} | {old[phase]} | {new[phase]} | "
-                         f"{old[phase] / max(new[phase], 1e-9):.2f}x |")
-        faa = {o: [round(100 * r['faa'], 2) for r in rs] for o, rs in runs.items()}
-        lines += ["", f"FAA (%): shuffled {faa['shuffled']}, by length {faa['by-length']} "
-                  "(the same counts up to float32 rounding of the sums)."]
-        (out / "text-passes-cpu.md").write_text("\n".join(lines) + "\n")
+    old, new = best["shuffled"], best["by-length"]
+    lines = ["# Text passes batched by length vs shuffled, inside real CLINC150 runs", "",
+             f"`{result['command']}`", "",
+             "clinc150-beta0.5 preset, first 45 intents (3 tasks x 15), all their queries, "
+             "1 round x 1 epoch, 1 thread; best of the repeats, taking turns. Training is "
+             "the same computation in both (the control).", "",
+             "| phase | shuffled (s) | by length (s) | speed-up |", "|---|---:|---:|---:|"]
+    for phase in ("train", "stats", "eval"):
+        lines.append(f"| {phase} | {old[phase]} | {new[phase]} | "
+                     f"{old[phase] / max(new[phase], 1e-9):.2f}x |")
+    faa = {o: [round(100 * r['faa'], 2) for r in rs] for o, rs in runs.items()}
+    lines += ["", f"FAA (%): shuffled {faa['shuffled']}, by length {faa['by-length']} "
+              "(the same counts up to float32 rounding of the sums)."]
+    emit(result, args.out, "text-passes-cpu", lines)
     return 0
 
 
