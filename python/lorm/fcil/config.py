@@ -87,6 +87,11 @@ class Config:
     pass_order: str = "by-length"
     wire_dtype: str = "float32"        # p and the head bias on the wire (bfloat16 halves them)
     wire_gram_dtype: str = "float32"   # q (Grams) on the wire
+    # "secagg+": the server receives masked statistics and learns only their sums
+    # (lorm.secagg, docs/secure-aggregation.md); "none": each client's update in the clear
+    secure_aggregation: str = "none"
+    secagg_threshold: float = 0.66     # shares that rebuild a secret: this share of its holders (> 1/2)
+    secagg_neighbours: int = 0         # SecAgg+ graph degree; 0: 2 ceil(log2 n), all when n is small
     solve_precision: str = "mixed"     # server solves: float32 factor refined in float64, or "float64"
     # docs/fidelity.md: the authors' choices by default, the alternatives behind these keys
     stats_model: str = "running-mean"  # or "current": the model the statistics passes see
@@ -105,6 +110,9 @@ class Config:
         """Checks every field's type and range; raises one ValueError listing each
         problem as ``field = value: what is allowed``."""
         problems = [p for f in dataclasses.fields(self) for p in _field_problems(self, f.name)]
+        if not problems and self.secure_aggregation != "none" and self.num_clients < 2:
+            problems.append(f"secure_aggregation = {self.secure_aggregation!r} needs num_clients "
+                            f">= 2 (the sum of one client's statistics is its statistics)")
         if not problems and self.participation < 1 and int(self.participation * self.num_clients) < 1:
             problems.append(f"participation = {self.participation}: selects floor("
                             f"{self.participation} * {self.num_clients}) = 0 of num_clients")
@@ -153,6 +161,9 @@ _RULES: dict[str, tuple[str, bool, Any, str]] = {
     "wire_dtype": (_STR, False, lambda v: v in WIRE_DTYPES, f"one of {', '.join(WIRE_DTYPES)}"),
     "wire_gram_dtype": (_STR, False, lambda v: v in WIRE_DTYPES,
                         f"one of {', '.join(WIRE_DTYPES)}"),
+    "secure_aggregation": (_STR, False, lambda v: v in ("none", "secagg+"), "none or secagg+"),
+    "secagg_threshold": (_FLOAT, False, lambda v: 0.5 < v <= 1, "a number in (0.5, 1]"),
+    "secagg_neighbours": (_INT, False, lambda v: v >= 0, "an integer >= 0 (0: automatic)"),
     "solve_precision": (_STR, False, lambda v: v in ("mixed", "float64"), "mixed or float64"),
     "stats_model": (_STR, False, lambda v: v in ("running-mean", "current"),
                     "running-mean or current"),

@@ -28,6 +28,7 @@ from .partition import sample_clients
 from .progress import (Clock, Progress, append_metrics, check_output_dir, start_output_dir,
                        truncate_metrics, write_summary)
 from .server import Server
+from .secure import secured
 from .transport import Transport, local_transport
 
 # Builds the transport of a run: (federation, clock, quiet, torchrun context) -> Transport.
@@ -66,7 +67,8 @@ class Run:
         self.federation = build_federation(config, device)
         self.bench, self.method = self.federation.bench, self.federation.method
         self.server = Server(self.federation, self.clock)
-        self.transport = transport(self.federation, self.clock, quiet, ctx)
+        # any transport, under secure aggregation when the config asks (lorm.fcil.secure)
+        self.transport = secured(transport(self.federation, self.clock, quiet, ctx), self.federation)
         self.quiet = quiet or not self.transport.is_main  # the main process alone reports
         self.test_sizes = [len(ix) for ix in self.bench.test_indices]
 

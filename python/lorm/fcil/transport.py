@@ -12,7 +12,7 @@ written once, in :meth:`InProcess.exchange`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -25,6 +25,9 @@ from .client import Client
 from .config import Config
 from .federation import Federation
 from .progress import Clock
+
+if TYPE_CHECKING:
+    from ..secagg.exchange import Courier, HostedClients
 
 State = dict[str, torch.Tensor]
 
@@ -58,6 +61,11 @@ class Transport(ABC):
 
     def agree(self, tensors: State, phase: str) -> None:
         """Checks that every process holds the same server state (nothing to check in one)."""
+
+    def courier(self, task: int, rnd: int | None, state: State) -> Courier:
+        """How secure aggregation (lorm.fcil.secure) reaches the clients of round ``rnd``
+        of ``task`` (``None``: the task end), which start from ``state``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot carry secure aggregation")
 
 
 def through_wire(update: ClientUpdate, config: Config) -> tuple[ClientUpdate, int]:
@@ -110,6 +118,22 @@ class InProcess(Transport):
         self.clock.timed("merge", self.sum_aggregator, aggregator, phase)
         return int(self.sum_numbers([sent], f"{phase}: byte count")[0])
 
+    def courier(self, task, rnd, state) -> Courier:
+        from ..secagg.exchange import LocalCourier  # needs the secagg extra's packages
+        return LocalCourier(self.hosted(task, rnd, state))
+
+    def hosted(self, task: int, rnd: int | None, state: State) -> HostedClients:
+        """This process's clients under secure aggregation: each loads ``state``, runs its
+        step and puts the update through the wire dtype, as :meth:`exchange` does."""
+        from ..secagg.exchange import HostedClients
+
+        def produce(client: int) -> ClientUpdate:
+            self.client.load(state)
+            update = (self.client.round_update(task, rnd, client) if rnd is not None
+                      else self.client.task_end_update(task, client))
+            return through_wire(update, self.config)[0]
+        return HostedClients(produce, self.config.secagg_threshold, self.config.secagg_neighbours)
+
     def evaluate(self, task, serving) -> list[float]:
         self.client.serve(serving)
         return [self.clock.timed("eval", self.accuracy, j, task) for j in range(task + 1)]
@@ -147,6 +171,10 @@ class Torchrun(InProcess):
 
     def agree(self, tensors: State, phase: str) -> None:
         check_identical(tensors, self.ctx, phase, self.device)
+
+    def courier(self, task, rnd, state) -> Courier:
+        from ..secagg.torchrun import TorchrunCourier
+        return TorchrunCourier(self.hosted(task, rnd, state), self.ctx, self.device)
 
 
 def local_transport(federation: Federation, clock: Clock, quiet: bool,

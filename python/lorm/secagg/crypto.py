@@ -1,0 +1,109 @@
+"""The cryptographic pieces of secure aggregation, all kept primitives:
+
+- key agreement: X25519 (``cryptography``), the shared secret through HKDF-SHA256;
+- authenticated encryption of the Shamir shares: Fernet (AES-128-CBC + HMAC-SHA256) as
+  Flower's ``flwr.common.secure_aggregation.crypto.symmetric_encryption`` wraps it;
+- secret sharing: Shamir over GF(2^128) from pycryptodome (what Flower's ``shamir``
+  module wraps), one 16-byte block per call;
+- the mask generator: AES in counter mode keyed by the seed (NIST SP 800-38A; 256-bit
+  pairwise seeds, 128-bit self-mask seeds), its keystream read as uint64 words. Flower's ``pseudo_rand_gen`` is not used: it folds
+  its seed into 32 bits and draws from numpy's Mersenne Twister, so 2^32 guesses would
+  find a mask.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import numpy as np
+
+from ..optional import MissingExtra
+
+try:
+    from Crypto.Protocol.SecretSharing import Shamir
+    from cryptography.fernet import Fernet, InvalidToken
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+except ModuleNotFoundError as exc:  # pragma: no cover - the extra is part of the test set-up
+    raise MissingExtra(f"secure aggregation needs the cryptography and pycryptodome packages "
+                       f"(lorm's 'secagg' extra: pip install 'lorm[secagg]'); {exc.name} is "
+                       "not installed") from exc
+
+KEY_BYTES = 32
+BLOCK = 16  # Shamir shares one 16-byte block per polynomial
+_ZERO_NONCE = bytes(16)
+
+
+class KeyPair:
+    """An X25519 key pair; ``public`` is its 32 raw bytes."""
+
+    def __init__(self, private: X25519PrivateKey | None = None):
+        self.private = private or X25519PrivateKey.generate()
+        self.public = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def secret_bytes(self) -> bytes:
+        return self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @staticmethod
+    def from_secret(secret: bytes) -> KeyPair:
+        return KeyPair(X25519PrivateKey.from_private_bytes(secret))
+
+    def agree(self, peer_public: bytes, context: bytes) -> bytes:
+        """32 bytes both ends derive: HKDF-SHA256 of the X25519 secret, bound to ``context``."""
+        shared = self.private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                    info=context).derive(shared)
+
+
+def encrypt(key: bytes, plaintext: bytes) -> bytes:
+    return Fernet(base64.urlsafe_b64encode(key)).encrypt(plaintext)
+
+
+def decrypt(key: bytes, token: bytes) -> bytes:
+    """Raises ValueError for a token that was not made with ``key`` or was altered."""
+    try:
+        return Fernet(base64.urlsafe_b64encode(key)).decrypt(token)
+    except InvalidToken:
+        raise ValueError("a share failed authentication (wrong key or altered)") from None
+
+
+def random_seed(size: int = KEY_BYTES) -> bytes:
+    return os.urandom(size)
+
+
+def split_secret(secret: bytes, threshold: int, holders: int) -> list[bytes]:
+    """``holders`` shares of ``secret`` (a multiple of 16 bytes), any ``threshold`` of
+    which rebuild it; share ``i`` (from 0) is for x = i + 1."""
+    blocks = [secret[i:i + BLOCK] for i in range(0, len(secret), BLOCK)]
+    shares = [bytearray() for _ in range(holders)]
+    for block in blocks:
+        for x, value in Shamir.split(threshold, holders, block, ssss=False):
+            shares[x - 1] += value
+    return [bytes(s) for s in shares]
+
+
+def join_secret(shares: dict[int, bytes]) -> bytes:
+    """The secret from ``{x: share}`` (x from 1)."""
+    length = len(next(iter(shares.values())))
+    out = bytearray()
+    for start in range(0, length, BLOCK):
+        out += Shamir.combine([(x, s[start:start + BLOCK]) for x, s in shares.items()], ssss=False)
+    return bytes(out)
+
+
+def mask_words(seed: bytes, numel: int) -> np.ndarray:
+    """``(numel,)`` uint64: the AES-CTR keystream of ``seed`` (16 or 32 bytes)."""
+    stream = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor().update(bytes(8 * numel))
+    return np.frombuffer(stream, dtype="<u8").astype(np.uint64, copy=False)
