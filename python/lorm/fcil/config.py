@@ -91,7 +91,7 @@ class Config:
     # (lorm.secagg, docs/secure-aggregation.md); "none": each client's update in the clear
     secure_aggregation: str = "none"
     secagg_threshold: float = 0.66     # shares that rebuild a secret: this share of its holders (> 1/2)
-    secagg_neighbours: int = 0         # SecAgg+ graph degree; 0: 2 ceil(log2 n), all when n is small
+    secagg_neighbours: int = 0         # SecAgg+ graph degree; 0: all up to 16 clients, then 2 ceil(log2 n)
     solve_precision: str = "mixed"     # server solves: float32 factor refined in float64, or "float64"
     # docs/fidelity.md: the authors' choices by default, the alternatives behind these keys
     stats_model: str = "running-mean"  # or "current": the model the statistics passes see

@@ -105,5 +105,30 @@ def join_secret(shares: dict[int, bytes]) -> bytes:
 
 def mask_words(seed: bytes, numel: int) -> np.ndarray:
     """``(numel,)`` uint64: the AES-CTR keystream of ``seed`` (16 or 32 bytes)."""
-    stream = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor().update(bytes(8 * numel))
-    return np.frombuffer(stream, dtype="<u8").astype(np.uint64, copy=False)
+    out = np.zeros(numel, dtype=np.uint64)
+    add_mask(out, seed, 1)
+    return out
+
+
+class _Scratch:
+    """Zero plaintext and keystream buffers, kept between calls of one size."""
+
+    size = -1
+    zeros = b""
+    stream = bytearray()
+
+
+def add_mask(words: np.ndarray, seed: bytes, sign: int) -> None:
+    """``words += sign * mask_words(seed, words.size)`` in place (mod 2^64), without
+    allocating the keystream anew for every seed."""
+    nbytes = 8 * words.size
+    if _Scratch.size != nbytes:
+        _Scratch.size, _Scratch.zeros = nbytes, bytes(nbytes)
+        _Scratch.stream = bytearray(nbytes + BLOCK - 1)
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_NONCE)).encryptor()
+    encryptor.update_into(_Scratch.zeros, _Scratch.stream)
+    stream = np.frombuffer(_Scratch.stream, dtype=np.uint64, count=words.size)
+    if sign > 0:
+        words += stream
+    else:
+        words -= stream

@@ -21,6 +21,7 @@ exceeds (each client states its own exponent; the server takes the largest). The
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -105,37 +106,40 @@ def exponents_of(terms: dict[str, torch.Tensor]) -> dict[str, int]:
     of fraction are enough, but it follows the same rule)."""
     out = {}
     for key, t in terms.items():
-        peak = float(t.abs().max()) if t.numel() else 0.0
+        peak = float(np.abs(t.numpy()).max()) if t.numel() else 0.0
         if not math.isfinite(peak):
             raise ValueError(f"{key} is not finite: it cannot be encoded")
         out[key] = MIN_EXPONENT if peak == 0 else math.frexp(peak)[1]
     return out
 
 
-def _flat(key: str, t: torch.Tensor, packed: bool) -> torch.Tensor:
-    if packed:
-        rows, cols = torch.triu_indices(t.shape[0], t.shape[0])
-        return t[rows, cols]
-    return t.reshape(-1)
+@functools.lru_cache(maxsize=16)
+def _triu(d: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(d)
+
+
+def _flat(t: torch.Tensor, packed: bool) -> np.ndarray:
+    array = t.numpy()
+    return array[_triu(t.shape[0])] if packed else array.reshape(-1)
 
 
 def encode(terms: dict[str, torch.Tensor], layout: Layout, exponents: dict[str, int],
            num_clients: int, bits: int) -> np.ndarray:
-    """``terms`` as one ``(layout.numel,)`` uint64 vector of W-bit words (two's
-    complement mod 2^W). Raises ValueError if a value exceeds its stated bound."""
-    parts = []
-    for key, shape, packed in layout.entries:
+    """``terms`` (float64, CPU) as one ``(layout.numel,)`` uint64 vector of W-bit words
+    (two's complement mod 2^W). Raises ValueError if a value exceeds its stated bound."""
+    words = np.empty(layout.numel, dtype=np.int64)
+    limit = 2.0 ** (bits - 2 - headroom_bits(num_clients))
+    start = 0
+    for (key, shape, packed), size in zip(layout.entries, layout.sizes()):
         t = terms[key]
         if tuple(t.shape) != shape:
             raise ValueError(f"{key} has shape {tuple(t.shape)}, the layout says {shape}")
-        f = fraction_bits(exponents[key], num_clients, bits)
-        scaled = torch.round(torch.ldexp(_flat(key, t, packed), torch.tensor(f, dtype=torch.float64)))
-        limit = 2.0 ** (bits - 2 - headroom_bits(num_clients))
-        if scaled.numel() and float(scaled.abs().max()) > limit:
+        scaled = np.rint(np.ldexp(_flat(t, packed), fraction_bits(exponents[key], num_clients, bits)))
+        if scaled.size and float(np.abs(scaled).max()) > limit:
             raise ValueError(f"{key} exceeds 2^{exponents[key]}, the bound agreed for it")
-        parts.append(scaled.to(torch.int64).numpy())
-    words = np.concatenate(parts).view(np.uint64) if parts else np.zeros(0, np.uint64)
-    return words & ring_mask(bits)
+        words[start:start + size] = scaled
+        start += size
+    return words.view(np.uint64) & ring_mask(bits)
 
 
 def ring_mask(bits: int) -> np.uint64:
@@ -149,8 +153,7 @@ def decode(words: np.ndarray, layout: Layout, exponents: dict[str, int], num_cli
     out, start = {}, 0
     for (key, shape, packed), size in zip(layout.entries, layout.sizes()):
         f = fraction_bits(exponents[key], num_clients, bits)
-        flat = torch.ldexp(torch.from_numpy(signed[start:start + size].astype(np.float64)),
-                           torch.tensor(-f, dtype=torch.float64))
+        flat = torch.from_numpy(np.ldexp(signed[start:start + size].astype(np.float64), -f))
         start += size
         out[key] = _unflat(flat, shape, packed)
     return out
@@ -168,9 +171,8 @@ def _signed(words: np.ndarray, bits: int) -> np.ndarray:
 def _unflat(flat: torch.Tensor, shape: tuple[int, ...], packed: bool) -> torch.Tensor:
     if not packed:
         return flat.reshape(shape)
-    d = shape[0]
-    rows, cols = torch.triu_indices(d, d)
-    full = torch.zeros(d, d, dtype=flat.dtype)
+    rows, cols = (torch.from_numpy(i) for i in _triu(shape[0]))
+    full = torch.zeros(shape, dtype=flat.dtype)
     full[rows, cols] = flat
     full[cols, rows] = flat
     return full
@@ -190,4 +192,4 @@ def unpack(data: bytes, numel: int, bits: int) -> np.ndarray:
                          f"{numel * width} bytes, got {len(data)}")
     full = np.zeros((numel, 8), dtype=np.uint8)
     full[:, :width] = np.frombuffer(data, dtype=np.uint8).reshape(numel, width)
-    return full.view("<u8").reshape(-1).astype(np.uint64)
+    return full.reshape(-1).view("<u8").astype(np.uint64, copy=False)

@@ -135,12 +135,11 @@ class MaskingParty:
         for sender, token in shares.items():
             self._take_share(sender, token)
         words = fixed_point.encode(self.terms, self.layout, self.agreed, self.num_clients, self.bits)
-        words = words + crypto.mask_words(self.self_seed, words.size)
+        crypto.add_mask(words, self.self_seed, 1)
         for mate in sorted(shares):
             seed = self.mask_keypair.agree(self.members[mate]["mask_key"],
                                            pair_context(self.tag, self.client, mate, b"mask"))
-            stream = crypto.mask_words(seed, words.size)
-            words = words + stream if pair_sign(self.client, mate) > 0 else words - stream
+            crypto.add_mask(words, seed, pair_sign(self.client, mate))
         self.terms = {}  # the plaintext is not needed any more
         return fixed_point.pack(words & fixed_point.ring_mask(self.bits), self.bits)
 

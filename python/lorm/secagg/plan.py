@@ -13,12 +13,17 @@ import hashlib
 import math
 import random
 
+COMPLETE_UP_TO = 16  # the automatic graph is complete (SecAgg) up to this many clients
+
 
 def neighbour_count(setting: int, num_clients: int) -> int:
-    """k for ``num_clients``: ``setting`` (0: ``2 * ceil(log2 n)``, the logarithmic
-    degree SecAgg+ asks for), even, at most ``n - 1``."""
+    """k for ``num_clients``: ``setting``, or (0) every other client up to
+    :data:`COMPLETE_UP_TO` clients and ``2 * ceil(log2 n)`` beyond, the logarithmic
+    degree SecAgg+ asks for; even, at most ``n - 1``."""
     if num_clients <= 1:
         return 0
+    if setting == 0 and num_clients <= COMPLETE_UP_TO:
+        return num_clients - 1
     k = setting if setting > 0 else 2 * math.ceil(math.log2(num_clients))
     k += k % 2
     return min(k, num_clients - 1)

@@ -113,7 +113,10 @@ class Unmasker:
 
     def add_partial(self, words: np.ndarray, senders: list[int]) -> None:
         """Adds a sum of masked vectors (e.g. one rank's) and who sent them."""
-        self.total = words.copy() if self.total is None else self.total + words
+        if self.total is None:
+            self.total = words.copy()
+        else:
+            self.total += words
         self.senders.extend(senders)
 
     # -- step 3 -> 4 --------------------------------------------------------------------
@@ -139,13 +142,12 @@ class Unmasker:
             self._collect(revealer, int_keys(field(message, "seed_shares", dict)), seeds)
             self._collect(revealer, int_keys(field(message, "key_shares", dict)), keys)
         total = self.total.copy()
-        numel = self.layout.numel
         for client, shares in seeds.items():
             seed = self._rebuild(client, shares, "self-mask seed")
             if commitment(seed) != self.members[client]["commitment"]:
                 raise SecureAggregationFailed(f"the shares revealed for client {client}'s self-mask "
                                               "seed rebuild a wrong seed: a share is wrong; refused")
-            total -= crypto.mask_words(seed, numel)
+            crypto.add_mask(total, seed, -1)
         for client, shares in keys.items():
             total = self._remove_pairwise(total, client, self._rebuild(client, shares, "mask key"))
         sums = fixed_point.decode(total, self.layout, self.exponents, len(self.members), self.bits)
@@ -182,6 +184,5 @@ class Unmasker:
             if mate in self.senders:  # mate added sign(mate, silent) * PRG(s) for silent
                 seed = pair.agree(self.members[mate]["mask_key"],
                                   pair_context(self.tag, mate, silent, b"mask"))
-                stream = crypto.mask_words(seed, total.size)
-                total = total - stream if pair_sign(mate, silent) > 0 else total + stream
+                crypto.add_mask(total, seed, -pair_sign(mate, silent))
         return total
