@@ -202,13 +202,17 @@ class LoRMStrategy(Strategy):
         what = f"round {rnd}" if rnd >= 0 else "end"
         if missing:
             log.warning("task %s %s: no reply from node(s) %s", task, what, missing)
-        needed = max(1, self.min_replies or len(targets))
-        if aggregator.num_clients < needed:
-            raise RoundFailed(f"task {task} {what}: {aggregator.num_clients} accepted update(s), "
-                              f"{needed} needed; the run continues from its last checkpoint "
-                              "with resume=True")
+        self.require(aggregator.num_clients, len(targets), f"task {task} {what}")
         return None, MetricRecord({"accepted": aggregator.num_clients, "bytes": sent,
                                    "num-examples": aggregator.num_samples})
+
+    def require(self, accepted: int, addressed: int, what: str) -> None:
+        """:class:`RoundFailed` unless ``accepted`` updates (under secure aggregation:
+        masked inputs) reach ``min_replies`` (default: the ``addressed`` nodes)."""
+        needed = max(1, self.min_replies or addressed)
+        if accepted < needed:
+            raise RoundFailed(f"{what}: {accepted} accepted update(s), {needed} needed; the run "
+                              "continues from its last checkpoint with resume=True")
 
     # -- evaluation -------------------------------------------------------------------------
     def exchange_evaluate(self, task: int, serving: dict[str, torch.Tensor]) -> list[float]:
