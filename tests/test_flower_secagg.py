@@ -162,3 +162,26 @@ def test_a_node_that_drops_after_its_masked_input_leaves_the_result_exact(
     assert [r["senders"] for r in rounds_of(tmp_path)] == [3, 3, 3, 3]  # its input is in the sum
     assert_same_model(tensors, secure_tensors)
     assert all(torch.equal(tensors[k], t) for k, t in secure_tensors.items())
+
+
+def test_a_lost_step_reply_is_asked_for_again_and_answered_with_the_same_bytes(references, tmp_path):
+    """The node kept its answer: the re-sent share_keys is not run twice (a second run
+    would refuse the step as out of order), and the run equals `lorm run`."""
+    grid = LocalGrid(make_client_app(), range(3))
+    lost = []
+
+    def lose_first_share_keys(node, reply):
+        if (node == 1002 and not lost and reply.metadata.message_type == "train.secagg"
+                and reply.content[SECAGG]["step"] == "share_keys"):
+            lost.append(bytes(reply.content[SECAGG]["answer"]))
+            grid.lose(1002, 1)
+        elif lost and len(lost) == 1 and node == 1002:
+            lost.append(bytes(reply.content[SECAGG]["answer"]))  # the answer to the copy
+        return reply
+
+    grid.tamper = lose_first_share_keys
+    summary, tensors = secure_flower_run(tmp_path, grid, retries=1, round_timeout=0.2)
+    assert len(lost) == 2 and lost[0] == lost[1]
+    secure, _, secure_tensors = references["secure"]
+    assert summary["accuracy_matrix"] == secure["accuracy_matrix"]
+    assert all(torch.equal(tensors[k], t) for k, t in secure_tensors.items())
