@@ -13,7 +13,11 @@ exchanges sent to Flower nodes:
   (:class:`~lorm.flower.replies.ReplyStream`); the schedule's Server then solves it;
 - a task end (``gram-merge`` methods): the same with message type ``train.gram``;
 - the accuracy row: :meth:`configure_evaluate` / :meth:`aggregate_evaluate` sum
-  correct/total counts over the nodes' shares of the test batches.
+  correct/total counts over the nodes' shares of the test batches;
+- under ``secure_aggregation: secagg+`` the schedule wraps the transport
+  (lorm.fcil.secure), and rounds and task ends take lorm.secagg's four steps as
+  ``train.secagg`` messages (:class:`~lorm.flower.secure.FlowerCourier`): the strategy
+  then receives masked vectors and installs only their unmasked sum.
 
 A reply that is an error, unreadable, for another task/round/factor, or refused by the
 Aggregator's checks is logged with its node id and left out; the sums are untouched.
