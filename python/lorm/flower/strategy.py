@@ -13,7 +13,11 @@ exchanges sent to Flower nodes:
   (:class:`~lorm.flower.replies.ReplyStream`); the schedule's Server then solves it;
 - a task end (``gram-merge`` methods): the same with message type ``train.gram``;
 - the accuracy row: :meth:`configure_evaluate` / :meth:`aggregate_evaluate` sum
-  correct/total counts over the nodes' shares of the test batches.
+  correct/total counts over the nodes' shares of the test batches;
+- under ``secure_aggregation: secagg+`` the schedule wraps the transport
+  (lorm.fcil.secure), and rounds and task ends take lorm.secagg's four steps as
+  ``train.secagg`` messages (:class:`~lorm.flower.secure.FlowerCourier`): the strategy
+  then receives masked vectors and installs only their unmasked sum.
 
 A reply that is an error, unreadable, for another task/round/factor, or refused by the
 Aggregator's checks is logged with its node id and left out; the sums are untouched.
@@ -202,13 +206,17 @@ class LoRMStrategy(Strategy):
         what = f"round {rnd}" if rnd >= 0 else "end"
         if missing:
             log.warning("task %s %s: no reply from node(s) %s", task, what, missing)
-        needed = max(1, self.min_replies or len(targets))
-        if aggregator.num_clients < needed:
-            raise RoundFailed(f"task {task} {what}: {aggregator.num_clients} accepted update(s), "
-                              f"{needed} needed; the run continues from its last checkpoint "
-                              "with resume=True")
+        self.require(aggregator.num_clients, len(targets), f"task {task} {what}")
         return None, MetricRecord({"accepted": aggregator.num_clients, "bytes": sent,
                                    "num-examples": aggregator.num_samples})
+
+    def require(self, accepted: int, addressed: int, what: str) -> None:
+        """:class:`RoundFailed` unless ``accepted`` updates (under secure aggregation:
+        masked inputs) reach ``min_replies`` (default: the ``addressed`` nodes)."""
+        needed = max(1, self.min_replies or addressed)
+        if accepted < needed:
+            raise RoundFailed(f"{what}: {accepted} accepted update(s), {needed} needed; the run "
+                              "continues from its last checkpoint with resume=True")
 
     # -- evaluation -------------------------------------------------------------------------
     def exchange_evaluate(self, task: int, serving: dict[str, torch.Tensor]) -> list[float]:

@@ -1,6 +1,8 @@
 """The schedule's exchanges over Flower: :class:`FlowerTransport` hands each round, task
 end and evaluation to :class:`~lorm.flower.strategy.LoRMStrategy`, which sends them to
-the nodes as messages and streams the replies into the schedule's Aggregator."""
+the nodes as messages and streams the replies into the schedule's Aggregator; under
+``secure_aggregation: secagg+`` the rounds and task ends go through
+:class:`~lorm.flower.secure.FlowerCourier` instead (:meth:`FlowerTransport.courier`)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ class FlowerTransport(Transport):
 
     def task_end(self, task, clients, state, aggregator) -> int:
         return self.strategy.exchange_train(task, None, clients, state, aggregator)
+
+    def courier(self, task, rnd, state):
+        """Secure aggregation's steps as ``train.secagg`` messages (lorm.flower.secure)."""
+        from .secure import FlowerCourier  # needs the secagg extra's packages
+        return FlowerCourier(self.strategy, task, rnd, state)
 
     def evaluate(self, task: int, serving: State) -> list[float]:
         self.last_serving = serving

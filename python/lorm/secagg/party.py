@@ -66,6 +66,51 @@ class MaskingParty:
         self.done: list[str] = []
         self.received: dict[int, tuple[bytes, bytes]] = {}  # holder-mate -> (seed share, key share)
 
+    # -- kept between steps outside the process (a host that runs each step afresh) -----
+    def to_bytes(self) -> bytes:
+        """Everything the next steps need, secrets included (the mask and share keys, the
+        self-mask seed, the plaintext terms until :meth:`masked_input`): for a host that
+        keeps it on the client's side between steps (lorm.flower's node state), never to
+        be sent to the server."""
+        state = {"client": self.client, "tag": self.tag, "settings": list(self.settings),
+                 "terms": {k: [list(t.shape), t.numpy().tobytes()] for k, t in self.terms.items()},
+                 "layout": self.layout.to_json(), "exponents": self.exponents,
+                 "share_secret": self.share_keypair.secret_bytes(),
+                 "mask_secret": self.mask_keypair.secret_bytes(), "self_seed": self.self_seed,
+                 "done": self.done, "received": {str(v): list(s) for v, s in self.received.items()}}
+        if "share_keys" in self.done:
+            state.update(bits=self.bits, num_clients=self.num_clients, agreed=self.agreed,
+                         neighbours=self.neighbours,
+                         members={str(c): m for c, m in self.members.items()})
+        return wire.dump(state)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaskingParty:
+        """The party :meth:`to_bytes` kept, at the step it had reached."""
+        import numpy as np
+        import torch
+
+        state = wire.load(data)
+        party = cls.__new__(cls)
+        party.client, party.tag = field(state, "client", int), field(state, "tag", bytes)
+        threshold, neighbours = field(state, "settings", list)
+        party.settings = (float(threshold), int(neighbours))
+        party.terms = {k: torch.from_numpy(np.frombuffer(raw, dtype=np.float64).copy()).view(shape)
+                       for k, (shape, raw) in field(state, "terms", dict).items()}
+        party.layout = fixed_point.Layout.from_json(field(state, "layout", list))
+        party.exponents = {k: int(v) for k, v in field(state, "exponents", dict).items()}
+        party.share_keypair = crypto.KeyPair.from_secret(field(state, "share_secret", bytes))
+        party.mask_keypair = crypto.KeyPair.from_secret(field(state, "mask_secret", bytes))
+        party.self_seed = field(state, "self_seed", bytes)
+        party.done = [str(s) for s in field(state, "done", list)]
+        party.received = {v: (s[0], s[1]) for v, s in int_keys(field(state, "received", dict)).items()}
+        if "share_keys" in party.done:
+            party.bits, party.num_clients = field(state, "bits", int), field(state, "num_clients", int)
+            party.agreed = {k: int(v) for k, v in field(state, "agreed", dict).items()}
+            party.neighbours = [int(v) for v in field(state, "neighbours", list)]
+            party.members = int_keys(field(state, "members", dict))
+        return party
+
     def _step(self, name: str) -> None:
         expected = STEPS[len(self.done)] if len(self.done) < len(STEPS) else None
         if name != expected:
