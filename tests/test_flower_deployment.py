@@ -1,9 +1,10 @@
 """A real deployment on loopback: scripts/flower-local.sh starts a SuperLink and 3
 SuperNodes on 127.0.0.1 with Flower's own commands and runs examples/flower-digits
 through them; the accuracy matrix equals `lorm run`'s, and no process it started is
-left behind (also when the run fails). Once more with TLS and SuperNode authentication
-(LORM_FLOWER_SECURE=1: throw-away credentials, only the nodes' keys registered), where
-a SuperNode with an unregistered key is turned away."""
+left behind (also when the run fails). Once more as a real federation runs: TLS and
+SuperNode authentication (LORM_FLOWER_SECURE=1: throw-away credentials, only the nodes'
+keys registered; a SuperNode with an unregistered key is turned away) and secure
+aggregation (the server receives masked statistics only), with the same matrix."""
 
 from __future__ import annotations
 
@@ -110,9 +111,11 @@ def test_tls_deployment_with_node_authentication_gives_the_same_matrix(tmp_path,
                                                                        reference_matrix):
     """TLS on the SuperLink, `--enable-supernode-auth` with the 3 nodes' keys registered,
     and a 4th SuperNode on a real partition that is not (it tries to register itself,
-    as an open SuperLink allows): the run completes over TLS with exactly the 3
-    registered nodes and `lorm run`'s accuracy matrix."""
-    done = run_script(tmp_path, SMALL, LIMIT, LORM_FLOWER_SECURE="1", LORM_FLOWER_UNLISTED="1")
+    as an open SuperLink allows), and `secure_aggregation: secagg+` (each exchange four
+    message steps, the nodes keeping their parties in Context.state): the run completes
+    over TLS with exactly the 3 registered nodes and `lorm run`'s accuracy matrix."""
+    done = run_script(tmp_path, SMALL + ["secure_aggregation=secagg+"], 2 * LIMIT,
+                      LORM_FLOWER_SECURE="1", LORM_FLOWER_UNLISTED="1")
     logs = tmp_path / "logs"
     left = stop_left_processes(logs)
     assert done.returncode == 0, done.stderr[-3000:] + "\n" + done.stdout[-2000:]
@@ -122,6 +125,7 @@ def test_tls_deployment_with_node_authentication_gives_the_same_matrix(tmp_path,
     assert "unlisted SuperNode 0 refused by the SuperLink" in done.stderr
     assert len(activated_nodes(logs / "superlink.log")) == 3
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["secure_aggregation"] == "secagg+"
     assert summary["accuracy_matrix"] == reference_matrix
     # the throw-away credentials stay in the logs folder, out of the checkout
     assert (logs / "credentials" / "server.key").stat().st_mode & 0o077 == 0

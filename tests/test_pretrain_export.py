@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from safetensors.torch import save_file
 
@@ -155,6 +156,20 @@ def test_compare_runs_every_cell_and_reuses_finished_ones(tmp_path):
     for method in ("lorm", "fedavg-lora"):  # separate processes, the same results
         assert parallel["by_beta"]["0.5"]["rows"][method]["per_seed_faa"] == \
             block["rows"][method]["per_seed_faa"]
+
+
+def test_joint_federated_row_is_lorm_on_one_task_over_the_clients(tmp_path):
+    """fed-mammoth's joint reference (joint-oos): the federated method over the same
+    Dirichlet clients with every class in one task, a row apart from the centralised
+    ``joint``."""
+    report = compare(["joint-federated"], [0], [None], tmp_path, None, SMALL, quiet=True)
+    config = yaml.safe_load((tmp_path / "beta0.5" / "joint-federated" / "seed0" / "config.yaml")
+                            .read_text())
+    assert (config["method"], config["num_tasks"], config["num_clients"]) == ("lorm", 1, 2)
+    matrix = json.loads((tmp_path / "beta0.5" / "joint-federated" / "seed0" / "summary.json")
+                        .read_text())["accuracy_matrix"]
+    assert len(matrix) == 1  # one task
+    assert "joint-federated" in report["by_beta"]["0.5"]["rows"]
 
 
 # -- export and eval --------------------------------------------------------------------------

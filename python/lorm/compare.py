@@ -18,6 +18,10 @@ from pathlib import Path
 from .fcil import load_config, run
 from .fcil.metrics import just_learned_accuracy
 
+# Rows that are not a method alone: name -> config overrides. "joint-federated" is
+# fed-mammoth's joint reference (their joint-oos dataset): LoRM over the same Dirichlet
+# clients with every class in one task; "joint" is one client holding all the data.
+ROWS = {"joint-federated": ["method=lorm", "num_tasks=1"]}
 METRICS = ("final_average_accuracy", "just_learned_accuracy", "average_incremental_accuracy",
            "forgetting", "forgetting_fed_mammoth")
 
@@ -61,14 +65,19 @@ def metric(summary: dict, name: str) -> float:
     return summary[name]
 
 
+def row_overrides(row: str) -> list[str]:
+    """The config overrides a row of the comparison stands for (a method, or :data:`ROWS`)."""
+    return list(ROWS.get(row, [f"method={row}"]))
+
+
 def run_cell(cell: Cell, config_path: str | None, overrides: list[str], output: Path,
              quiet: bool) -> dict:
     folder = cell.folder(output)
     summary_path = folder / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
-    config = load_config(config_path, list(overrides) + [f"method={cell.method}",
-                                                         f"seed={cell.seed}", f"beta={cell.beta}"])
+    config = load_config(config_path, list(overrides) + row_overrides(cell.method)
+                         + [f"seed={cell.seed}", f"beta={cell.beta}"])
     return run(config, folder, quiet=quiet, overwrite=True)
 
 
@@ -104,7 +113,7 @@ def compare(methods: list[str], seeds: list[int], betas: list[float | None], out
     if not methods or not seeds or not betas:
         raise ValueError("compare needs at least one method, one seed and one beta")
     for method in methods:  # fail before any run starts on a bad method or override
-        base = load_config(config_path, list(overrides or []) + [f"method={method}"])
+        base = load_config(config_path, list(overrides or []) + row_overrides(method))
     betas = [base.beta if beta is None else beta for beta in betas]  # None: the config's
     output = Path(output)
     todo = [Cell(beta, method, seed) for beta in betas for method in methods for seed in seeds]
