@@ -1,18 +1,28 @@
 """Federated class-incremental accuracy on CLINC150 (fed-mammoth's seq-oos) with the
-pretrained MiniLM: lorm, fedavg-lora and regmean-lora beside the joint (upper) and
-finetune (lower) reference rows, over seeds and Dirichlet betas, with the paired 95%
+pretrained MiniLM: lorm, fedavg-lora and regmean-lora beside the reference rows joint
+(one client, all data: the centralised upper bound), finetune (one client, tasks in
+sequence) and joint-federated (fed-mammoth's joint-oos: lorm over the same Dirichlet
+clients, every intent in one task), over seeds and Dirichlet betas, with the paired 95%
 t-intervals of LoRM against each.
 
     python benchmarks/bench_text_fcil.py --data-root ../shared/data/clinc150
-        [--seeds 0,1,2] [--betas 0.5,0.1] [--work DIR] [--out benchmarks/results]
-        [--set KEY=VALUE ...]
+        [--protocol full|subsampled|smoke] [--seeds 0,1,2] [--betas 0.5,0.1,0.05]
+        [--methods ...] [--work DIR] [--out benchmarks/results] [--set KEY=VALUE ...]
 
-The protocol is the clinc150 preset (10 tasks x 15 intents, 10 clients, rank 4) cut to
-fit a 2-core CPU (CPU_PROTOCOL below; every departure is listed in docs/fidelity.md):
-fewer train and test queries per intent, 5 clients, fewer rounds and local epochs,
-queries cut at 24 tokens. joint and finetune hold one client, so beta does not change
-them: they run at the first beta only. Finished runs in --work are reused, so an
-interrupted benchmark continues where it stopped.
+Protocols (PROTOCOLS below; every departure from the preset is listed in
+docs/fidelity.md):
+
+- ``full`` (default, results/text-fcil-cpu.md): the clinc150 preset on ALL its data
+  (10 tasks x 15 intents, 100 training queries per intent, 10 clients, rank 4) with
+  the training budget cut to 1 round x 1 local epoch; one run at a time on 2 threads.
+- ``subsampled`` (results/text-fcil-cpu-subsampled.md): 8 training and 5 test queries
+  per intent, 5 clients, 2 rounds x 3 epochs, queries cut at 24 tokens; two runs at
+  once on one thread each. It cut the data, which hid what the method does.
+- ``smoke``: the first 30 intents in 5 tasks.
+
+joint and finetune hold one client, so beta does not change them: they run at the
+first beta only. Finished runs in --work are reused, so an interrupted benchmark
+continues where it stopped.
 """
 
 from __future__ import annotations
@@ -39,7 +49,10 @@ SMOKE_PROTOCOL = ["max_classes=30", "num_tasks=5", "max_train_per_class=8",
 # with the training budget cut to 1 round x 1 local epoch (the preset: 5 x 5), one run at
 # a time on 2 threads: about 6 minutes per run on an idle 2-core machine.
 FULL_PROTOCOL = ["rounds=1", "local_epochs=1", "num_threads=2", "device=cpu"]
-PROTOCOLS = {"cpu": CPU_PROTOCOL, "smoke": SMOKE_PROTOCOL, "full": FULL_PROTOCOL}
+PROTOCOLS = {"full": FULL_PROTOCOL, "subsampled": CPU_PROTOCOL, "smoke": SMOKE_PROTOCOL}
+JOBS = {"full": 1, "subsampled": 2, "smoke": 2}  # runs at once (each protocol's num_threads)
+RESULTS = {"full": "text-fcil-cpu", "subsampled": "text-fcil-cpu-subsampled",
+           "smoke": "text-fcil-cpu-smoke"}
 REFERENCES = ("joint", "finetune")  # one client: beta does not change them
 
 
@@ -49,16 +62,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True, help="folder holding data_full.json")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--betas", default="0.5,0.1")
+    parser.add_argument("--betas", default="0.5,0.1,0.05")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--work", default="runs/bench-text-fcil", help="folder for the runs")
-    parser.add_argument("--out", help="write text-fcil-cpu.json and text-fcil-cpu.md here")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu",
-                        help="cpu: all 150 intents, 10 tasks; smoke: 30 intents, 5 tasks")
+    parser.add_argument("--out", help="write the protocol's results file (.json, .md) here")
+    parser.add_argument("--jobs", type=int, help="runs at once (default: the protocol's)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="full",
+                        help="full: all data, 1 round x 1 epoch; subsampled: 8 queries per "
+                        "intent; smoke: 30 intents, 5 tasks")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the protocol (after CPU_PROTOCOL)")
+                        help="change the protocol")
     args = parser.parse_args()
+    jobs = args.jobs or JOBS[args.protocol]
     seeds = [int(s) for s in args.seeds.split(",")]
     betas = [float(b) for b in args.betas.split(",")]
     settings = PROTOCOLS[args.protocol] + [f"data_root={args.data_root}"] + args.set
@@ -70,19 +85,19 @@ def main() -> int:
     for group in (federated[:2], federated[2:]):
         if group:
             compare(group, seeds, betas, Path(args.work), str(PRESET), settings, quiet=True,
-                    jobs=args.jobs)
+                    jobs=jobs)
     reports = [compare(methods, seeds, betas[:1], Path(args.work), str(PRESET), settings,
-                       quiet=True, jobs=args.jobs)]
+                       quiet=True, jobs=jobs)]
     if federated and betas[1:]:  # joint and finetune alone run at the first beta only
         reports.append(compare(federated, seeds, betas[1:], Path(args.work), str(PRESET),
-                               settings, quiet=True, jobs=args.jobs))
+                               settings, quiet=True, jobs=jobs))
     report = {"by_beta": {}, "protocol": settings[:-1 - len(args.set)] + args.set}
     for part in reports:
         report["by_beta"].update(part["by_beta"])
     text = "\n".join(format_report(part) for part in reports)
     print(text)
     if args.out:
-        name = "text-fcil-cpu" + ("" if args.protocol == "cpu" else f"-{args.protocol}")
+        name = RESULTS[args.protocol]
         write_compare_results(
             args.out, name, "FCIL accuracy on CLINC150 with MiniLM (2-core CPU)", report, text,
             start, f"; protocol: the clinc150 preset with `{' '.join(report['protocol'])}` "
