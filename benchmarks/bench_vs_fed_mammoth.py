@@ -206,10 +206,21 @@ def markdown(result: dict) -> list[str]:
     return lines
 
 
+def render(args) -> None:
+    """Writes the markdown of a saved result again, with ``--notes`` in it."""
+    result = json.loads(Path(args.render).read_text())
+    if args.notes:
+        result["notes"] = [n for n in Path(args.notes).read_text().splitlines() if n.strip()]
+    emit(result, args.out, args.stem, markdown(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fed-mammoth", required=True, help="a checkout of aimagelab/fed-mammoth")
-    parser.add_argument("--fm-python", required=True, help="python of a venv with its requirements")
+    parser.add_argument("--fed-mammoth", help="a checkout of aimagelab/fed-mammoth")
+    parser.add_argument("--fm-python", help="python of a venv with its requirements")
+    parser.add_argument("--render", default=None,
+                        help="a results .json of an earlier invocation: write its .md again "
+                             "(with --notes), running nothing")
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -223,6 +234,11 @@ def main() -> None:
     parser.add_argument("--fm-rev", default=None, help="their commit, where the checkout is not a git one")
     parser.add_argument("--stem", default="vs-fed-mammoth-cpu")
     args = parser.parse_args()
+    if args.render:
+        render(args)
+        return
+    if not (args.fed_mammoth and args.fm_python):
+        parser.error("--fed-mammoth and --fm-python are needed (or --render)")
     fm_rev = args.fm_rev or subprocess.run(["git", "-C", args.fed_mammoth, "rev-parse", "HEAD"],
                                            check=False, capture_output=True,
                                            text=True).stdout.strip() or "(revision not given)"
