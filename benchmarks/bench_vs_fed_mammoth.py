@@ -5,6 +5,14 @@ seconds per phase side by side, in one invocation.
     python benchmarks/bench_vs_fed_mammoth.py --fed-mammoth /work/fm-src \\
         --fm-python /work/fm-venv/bin/python --out benchmarks/results
 
+Their code, once (outside this repository; never committed):
+
+    git clone <a mirror of aimagelab/fed-mammoth> /work/fm-src    # or git archive HEAD | tar -x
+    python3.11 -m venv /work/fm-venv && /work/fm-venv/bin/pip install torch==2.14.1 \
+        torchvision==0.29.1 timm kornia lightning 'transformers<5' wandb matplotlib \
+        setproctitle tqdm pandas scikit-learn pyyaml requests onedrivedownloader \
+        googledrivedownloader==0.4 'deeplake<4'
+
 The run: random-init ViT-B/16 (vit_base_patch16_224.augreg_in21k's shapes), LoRA rank 1
 on attn.qkv / attn.proj / mlp.fc1 / mlp.fc2, CIFAR-100's format (a fixture of random
 images written here, read by both: tests/dataset_fixtures.py), the first 2 tasks of 10
