@@ -16,6 +16,7 @@ round at 100 clients on 2 cores.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
+    load_before = os.getloadavg()[0]
     for n in (int(c) for c in args.clients.split(",")):
         updates = [vit_b_update(i) for i in range(n)]
         plain = plaintext(updates)
@@ -125,7 +127,8 @@ def main() -> int:
               f"{args.threads} threads; secagg_threshold {args.threshold}, secagg_neighbours "
               f"{args.neighbours} (0: all up to 16 clients, then 2 ceil(log2 n)). One A-step update "
               f"per client: {NUMBERS} numbers (diagonal LoRA Grams, the head's full Gram as its "
-              "triangle)."), "",
+              f"triangle). Load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+              "(a shared 2-core machine: the plaintext and secagg columns ran back to back)."), "",
              ("| clients | upload per client: clear / secagg (MB) | ratio | client s: clear / secagg | "
               "server s: clear / secagg | server peak MB: clear / secagg | ring bits | neighbours |"),
              "|---:|---|---:|---|---|---|---:|---:|"]
@@ -135,8 +138,14 @@ def main() -> int:
                      f"| {r['upload_ratio']:.2f}x | {p['client_s']:.3f} / {s['client_s']:.3f} | "
                      f"{p['server_s']:.3f} / {s['server_s']:.3f} | {p['server_peak_mb']:.0f} / "
                      f"{s['server_peak_mb']:.0f} | {s['ring_bits']} | {s['neighbours']} |")
+    lines += ["", ("Aims (issue 30): upload under 2x the plaintext's, server under 1 s per round at "
+              "100 clients. The secagg server does not check each update (clients check their "
+              "own; it checks the sum once), which is why it can take less than the plaintext "
+              "server, whose per-update checks (curvature probes of the 768 x 768 head Gram) "
+              "dominate at 100 clients. The ring grows with the client count (48 -> 56 bits), "
+              "the per-client cost with the neighbour count (9 -> 14 masks), not with n.")]
     emit({"rows": rows, "threads": args.threads, "threshold": args.threshold,
-          "neighbours": args.neighbours}, args.out, "secagg-cpu", lines)
+          "neighbours": args.neighbours, "load_average": [load_before, os.getloadavg()[0]]}, args.out, "secagg-cpu", lines)
     return 0
 
 

@@ -127,6 +127,28 @@ def test_a_value_above_the_agreed_bound_is_refused():
         fixed_point.encode(terms, fixed_point.layout_of(terms), {"x": 1}, 4, 48)
 
 
+@settings(max_examples=20, deadline=None)
+@given(t=st.integers(2, 9), extra=st.integers(0, 5), seed=st.integers(0, 2 ** 31))
+def test_batched_secret_rebuild_equals_shamir_combine(t, extra, seed):
+    """The server rebuilds many secrets with Lagrange coefficients shared per set of
+    share indices; each must equal pycryptodome's own Shamir.combine."""
+    from Crypto.Protocol.SecretSharing import Shamir
+    from lorm.secagg import crypto
+
+    rng = np.random.default_rng(seed)
+    batch, expected = {}, {}
+    for owner in range(4):
+        secret = rng.bytes(32 if owner % 2 else 16)
+        shares = crypto.split_secret(secret, t, t + extra)
+        xs = sorted(rng.choice(t + extra, size=t, replace=False) + 1) if owner % 2 else range(1, t + 1)
+        batch[owner] = {int(x): shares[x - 1] for x in xs}
+        expected[owner] = secret
+        blocks = [Shamir.combine([(x, batch[owner][x][i:i + 16]) for x in batch[owner]])
+                  for i in range(0, len(secret), 16)]
+        assert b"".join(blocks) == secret
+    assert crypto.join_secrets(batch) == expected
+
+
 # -- the exchange -------------------------------------------------------------------------
 @pytest.mark.parametrize("neighbours", [0, 4])
 def test_masked_sum_equals_the_plaintext_fixed_point_sum_exactly(neighbours):

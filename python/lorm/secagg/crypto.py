@@ -103,6 +103,74 @@ def join_secret(shares: dict[int, bytes]) -> bytes:
     return bytes(out)
 
 
+# pycryptodome's Shamir field: GF(2^128) modulo x^128 + x^7 + x^2 + x + 1, an element's
+# 16 bytes read big-endian with bit i the coefficient of x^i
+_FIELD_MODULUS = (1 << 128) | 0x87
+
+
+def join_secrets(batch: dict[int, dict[int, bytes]]) -> dict[int, bytes]:
+    """:func:`join_secret` for many secrets at once (``{owner: {x: share}}``), as
+    ``Shamir.combine`` computes it: sum_j y_j * l_j with the Lagrange weights at 0,
+    ``l_j = prod_{m != j} x_m / (x_j + x_m)``. The weights depend only on the shares' x,
+    which most secrets share (every holder answered), so they are computed once per set
+    of x; a secret then costs t field products instead of t^2. (``Shamir.combine``'s
+    products are written to run in constant time and cost ~0.5 ms each in Python: 100
+    clients' seeds took 2.8 s. The server combines shares it is meant to learn, so the
+    plain product below serves; tests/test_secagg.py checks it against Shamir.combine.)"""
+    weights: dict[tuple[int, ...], list[int]] = {}
+    out = {}
+    for owner, shares in batch.items():
+        xs = tuple(sorted(shares))
+        if xs not in weights:
+            weights[xs] = _lagrange_at_zero(xs)
+        length = len(shares[xs[0]])
+        secret = bytearray()
+        for start in range(0, length, BLOCK):
+            value = 0
+            for x, weight in zip(xs, weights[xs]):
+                value ^= _field_product(int.from_bytes(shares[x][start:start + BLOCK], "big"), weight)
+            secret += value.to_bytes(BLOCK, "big")
+        out[owner] = bytes(secret)
+    return out
+
+
+def _field_product(a: int, b: int) -> int:
+    product = 0
+    while b:
+        if b & 1:
+            product ^= a
+        b >>= 1
+        a <<= 1
+        if a >> 128:
+            a ^= _FIELD_MODULUS
+    return product
+
+
+def _field_inverse(a: int) -> int:
+    """a^(2^128 - 2), the inverse of a non-zero element, by square-and-multiply."""
+    result, power, exponent = 1, a, (1 << 128) - 2
+    while exponent:
+        if exponent & 1:
+            result = _field_product(result, power)
+        power = _field_product(power, power)
+        exponent >>= 1
+    return result
+
+
+def _lagrange_at_zero(xs: tuple[int, ...]) -> list[int]:
+    if len(set(xs)) != len(xs):
+        raise ValueError("duplicate share")
+    weights = []
+    for j, x_j in enumerate(xs):
+        numerator, denominator = 1, 1
+        for m, x_m in enumerate(xs):
+            if m != j:
+                numerator = _field_product(numerator, x_m)
+                denominator = _field_product(denominator, x_j ^ x_m)
+        weights.append(_field_product(numerator, _field_inverse(denominator)))
+    return weights
+
+
 def mask_words(seed: bytes, numel: int) -> np.ndarray:
     """``(numel,)`` uint64: the AES-CTR keystream of ``seed`` (16 or 32 bytes)."""
     out = np.zeros(numel, dtype=np.uint64)

@@ -186,10 +186,19 @@ def pack(words: np.ndarray, bits: int) -> bytes:
 
 
 def unpack(data: bytes, numel: int, bits: int) -> np.ndarray:
+    """The ``(numel,)`` uint64 words :func:`pack` wrote: each read as 8 little-endian
+    bytes starting at its own offset (the bytes past its width belong to the next word
+    and are masked off), one pass over the data."""
     width = bits // 8
     if len(data) != numel * width:
         raise ValueError(f"a masked vector of {numel} words of {bits} bits is "
                          f"{numel * width} bytes, got {len(data)}")
-    full = np.zeros((numel, 8), dtype=np.uint8)
-    full[:, :width] = np.frombuffer(data, dtype=np.uint8).reshape(numel, width)
-    return full.reshape(-1).view("<u8").astype(np.uint64, copy=False)
+    if width == 8:
+        return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+    out = np.empty(numel, dtype=np.uint64)
+    if numel > 1:  # words 0..numel-2 read 8 bytes within the data (width >= 4)
+        head = np.ndarray((numel - 1,), dtype="<u8", buffer=data, strides=(width,))
+        np.bitwise_and(head, ring_mask(bits), out=out[:-1])
+    if numel:
+        out[-1] = int.from_bytes(data[-width:], "little")
+    return out

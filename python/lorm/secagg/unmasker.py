@@ -142,14 +142,17 @@ class Unmasker:
             self._collect(revealer, int_keys(field(message, "seed_shares", dict)), seeds)
             self._collect(revealer, int_keys(field(message, "key_shares", dict)), keys)
         total = self.total.copy()
-        for client, shares in seeds.items():
-            seed = self._rebuild(client, shares, "self-mask seed")
+        rebuilt = crypto.join_secrets({c: self._points(c, shares, "self-mask seed")
+                                       for c, shares in seeds.items()})
+        for client, seed in rebuilt.items():
             if commitment(seed) != self.members[client]["commitment"]:
                 raise SecureAggregationFailed(f"the shares revealed for client {client}'s self-mask "
                                               "seed rebuild a wrong seed: a share is wrong; refused")
             crypto.add_mask(total, seed, -1)
-        for client, shares in keys.items():
-            total = self._remove_pairwise(total, client, self._rebuild(client, shares, "mask key"))
+        keys_rebuilt = crypto.join_secrets({c: self._points(c, shares, "mask key")
+                                            for c, shares in keys.items()})
+        for client, secret in keys_rebuilt.items():
+            total = self._remove_pairwise(total, client, secret)
         sums = fixed_point.decode(total, self.layout, self.exponents, len(self.members), self.bits)
         samples = sums.pop(fixed_point.SAMPLES_KEY)
         return sums, len(sent), round(float(samples))
@@ -163,7 +166,8 @@ class Unmasker:
                 raise ProtocolError(f"client {revealer} revealed a share that is not bytes")
             into[owner][revealer] = share
 
-    def _rebuild(self, client: int, shares: dict[int, bytes], what: str) -> bytes:
+    def _points(self, client: int, shares: dict[int, bytes], what: str) -> dict[int, bytes]:
+        """``t`` of the revealed shares of ``client``'s secret, by Shamir x."""
         mates = plan.holders(client, self.graph[client])
         t = plan.threshold(self.settings[0], len(mates))
         if len(shares) < t:
@@ -171,9 +175,9 @@ class Unmasker:
                 f"client {client}'s {what} needs {t} shares, {len(shares)} were revealed: too "
                 "many clients dropped (secagg_threshold); the exchange is refused")
         points = {mates.index(holder) + 1: share for holder, share in sorted(shares.items())[:t]}
-        if len({len(s) for s in points.values()}) != 1:
-            raise SecureAggregationFailed(f"the shares of client {client}'s {what} differ in length")
-        return crypto.join_secret(points)
+        if len({len(s) for s in points.values()}) != 1 or len(next(iter(points.values()))) % crypto.BLOCK:
+            raise SecureAggregationFailed(f"the shares of client {client}'s {what} are malformed")
+        return points
 
     def _remove_pairwise(self, total: np.ndarray, silent: int, secret: bytes) -> np.ndarray:
         pair = crypto.KeyPair.from_secret(secret)
