@@ -48,7 +48,9 @@ SMOKE_PROTOCOL = ["max_classes=30", "num_tasks=5", "max_train_per_class=8",
 # The preset on ALL its data (100 training queries per intent, 10 clients, 64 tokens)
 # with the training budget cut to 1 round x 1 local epoch (the preset: 5 x 5), one run at
 # a time on 2 threads: about 6 minutes per run on an idle 2-core machine.
-FULL_PROTOCOL = ["rounds=1", "local_epochs=1", "num_threads=2", "device=cpu"]
+# float32 throughout (amp: false), as the runs began before amp: auto took text encoders
+# to bfloat16 (same accuracy, benchmarks/results/amp-accuracy-cpu.md)
+FULL_PROTOCOL = ["rounds=1", "local_epochs=1", "num_threads=2", "device=cpu", "amp=false"]
 PROTOCOLS = {"full": FULL_PROTOCOL, "subsampled": CPU_PROTOCOL, "smoke": SMOKE_PROTOCOL}
 JOBS = {"full": 1, "subsampled": 2, "smoke": 2}  # runs at once (each protocol's num_threads)
 RESULTS = {"full": "text-fcil-cpu", "subsampled": "text-fcil-cpu-subsampled",

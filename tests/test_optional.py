@@ -115,7 +115,7 @@ def test_env_sh_installs_every_dependency_and_extra():
     hold all of them, or the tests of an extra would skip or fail there."""
     text = (ROOT / "scripts" / "env.sh").read_text()
     need = set(ast.literal_eval(re.search(r"need = (\[.*?\])", text, re.S).group(1)))
-    modules = {"scikit-learn": "sklearn", "pyyaml": "yaml"}
+    modules = {"scikit-learn": "sklearn", "pyyaml": "yaml", "pycryptodome": "Crypto"}
     requirements = PROJECT["dependencies"] + [r for extra in PROJECT["optional-dependencies"].values()
                                               for r in extra]
     for requirement in requirements:
